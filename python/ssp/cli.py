@@ -1,0 +1,351 @@
+"""Command line: ``ssp-server`` and ``ssp-client`` (the original's positional form, kept).
+
+    ssp-server [options] SECRET FOLDER [HOST] [PORT]
+    ssp-client [options] SECRET FOLDER [HOST] [PORT]
+
+SECRET may instead come from ``--secret-file PATH`` or the ``SSP_SECRET`` environment variable,
+so it need not appear in the process list; then the positionals are ``FOLDER [HOST] [PORT]``
+(four positionals still mean ``SECRET FOLDER HOST PORT``).
+
+Exit status: 0 on success, 1 on failure (one line ``ssp-xxx: error: <reason>`` on stderr),
+2 on a usage error, 130 when interrupted. Start-up is kept lean (benchmarks time the client):
+heavy imports such as tqdm happen only when needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = ["client_main", "main", "server_main"]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8888
+
+
+class Settings(NamedTuple):
+    secret: str
+    folder: str
+    host: str
+    port: int
+    chunk_size: int | None
+    verbose: int
+    quiet: bool
+
+
+def _parse_size(text: str) -> int:
+    """Parse ``65536``, ``64K``/``64KiB`` or ``1M``/``1MiB`` into bytes."""
+    units = {"": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
+    raw = text.strip().upper()
+    digits = raw.rstrip("KMIB")
+    try:
+        value = int(digits) * units[raw[len(digits) :]]
+    except (KeyError, ValueError):
+        message = f"invalid size: {text!r} (try 65536, 256K or 1M)"
+        raise argparse.ArgumentTypeError(message) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _build_parser(prog: str, role: str) -> argparse.ArgumentParser:
+    what = (
+        "Serve FOLDER to SSP clients that know SECRET."
+        if role == "server"
+        else "Pull FOLDER from an SSP server (new and changed files; local-only files are kept)."
+    )
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [options] [SECRET] FOLDER [HOST] [PORT]",
+        description=what,
+        epilog=(
+            "SECRET may be replaced by --secret-file PATH or the SSP_SECRET environment variable "
+            "(then give FOLDER [HOST] [PORT]). HOST defaults to localhost, PORT to 8888"
+            + (" (0 picks a free port)." if role == "server" else ".")
+        ),
+    )
+    parser.add_argument("args", nargs="*", metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--chunk-size",
+        type=_parse_size,
+        metavar="BYTES",
+        help="payload bytes per FILE_CHUNK frame (e.g. 262144, 256K, 1M); default: engine's",
+    )
+    parser.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="read the shared secret from PATH (first line) instead of the command line",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log debug messages to stderr"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+def _read_secret_file(parser: argparse.ArgumentParser, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.readline().rstrip("\r\n")
+    except OSError as exc:
+        parser.error(f"cannot read secret file {path}: {exc.strerror or exc}")
+    if not secret:
+        parser.error(f"secret file {path} is empty")
+    return secret
+
+
+def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
+    parser = _build_parser(prog, role)
+    ns = parser.parse_intermixed_args(argv)
+    if ns.version:
+        from ssp._native import PROTOCOL_VERSION, __version__
+
+        print(f"{prog} {__version__} (protocol {PROTOCOL_VERSION})")
+        raise SystemExit(0)
+    positional: list[str] = list(ns.args)
+    secret: str | None = None
+    if ns.secret_file:
+        if len(positional) == 4:
+            parser.error("SECRET given both on the command line and by --secret-file")
+        secret = _read_secret_file(parser, ns.secret_file)
+    elif os.environ.get("SSP_SECRET"):
+        secret = os.environ["SSP_SECRET"]
+    if secret is None or len(positional) == 4:
+        if not positional:
+            parser.error("missing SECRET and FOLDER")
+        secret = positional.pop(0)
+    if not secret:
+        parser.error("the secret must not be empty")
+    if not positional:
+        parser.error("missing FOLDER")
+    if len(positional) > 3:
+        parser.error(f"too many arguments: {' '.join(positional[3:])}")
+    folder = positional[0]
+    host = positional[1] if len(positional) > 1 else DEFAULT_HOST
+    port = DEFAULT_PORT
+    if len(positional) > 2:
+        lowest = 0 if role == "server" else 1
+        try:
+            port = int(positional[2])
+        except ValueError:
+            port = -1
+        if not lowest <= port <= 65535:
+            parser.error(f"invalid PORT {positional[2]!r} (expected {lowest}..65535)")
+    return Settings(
+        secret=secret,
+        folder=os.path.expanduser(folder),
+        host=host,
+        port=port,
+        chunk_size=ns.chunk_size,
+        verbose=ns.verbose,
+        quiet=ns.quiet,
+    )
+
+
+def _setup_logging(settings: Settings, default_level: int) -> None:
+    """Route Python logging (which carries the engine's tracing logs, under ``ssp.*``) to stderr.
+
+    Must run before the engine logs anything: pyo3-log caches the levels it sees.
+    """
+    if settings.verbose:
+        level = logging.DEBUG
+    elif settings.quiet:
+        level = logging.CRITICAL
+    else:
+        level = default_level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _fail(prog: str, reason: object, code: int = 1) -> int:
+    print(f"{prog}: error: {_one_line(reason)}", file=sys.stderr, flush=True)
+    return code
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"  # pragma: no cover
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+def _check_server_folder(folder: str) -> str | None:
+    """Reason the server cannot use ``folder``, or None. A missing folder is fine (created)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"sync folder {folder} exists but is not a folder"
+    if os.path.isdir(folder) and not os.access(folder, os.R_OK | os.X_OK):
+        return f"sync folder {folder} is not readable"
+    return None
+
+
+async def _serve(settings: Settings, prog: str) -> int:
+    import asyncio
+    import signal
+
+    from ssp.errors import AddressInUseError, SSPError
+    from ssp.server import SSPServer
+
+    kwargs = {} if settings.chunk_size is None else {"chunk_size": settings.chunk_size}
+    server = SSPServer(settings.secret, settings.folder, settings.host, settings.port, **kwargs)
+    try:
+        port = await server.bind()
+    except AddressInUseError as exc:
+        message = str(exc)
+        if str(settings.port) not in message:
+            message = f"port {settings.port} is already in use ({message})"
+        return _fail(prog, message)
+    except (SSPError, OSError) as exc:
+        return _fail(prog, exc)
+
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future] = []
+
+    def request_stop() -> None:
+        if not stopping:
+            logging.getLogger("ssp.cli").info("stopping")
+            stopping.append(asyncio.ensure_future(server.stop()))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, request_stop)
+        except (NotImplementedError, RuntimeError):  # e.g. Windows: fall back to signal.signal
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(request_stop))
+
+    if not settings.quiet:
+        print(f"{prog}: serving {settings.folder} on {settings.host}:{port}", flush=True)
+    try:
+        await server.start()
+    except (SSPError, OSError) as exc:
+        return _fail(prog, exc)
+    if stopping:
+        await stopping[0]
+    return 0
+
+
+def server_main(argv: Sequence[str] | None = None, prog: str = "ssp-server") -> int:
+    """``ssp-server [options] SECRET FOLDER [HOST] [PORT]``: serve until SIGINT/SIGTERM."""
+    settings = _parse(argv, prog, "server")
+    _setup_logging(settings, logging.WARNING)
+    problem = _check_server_folder(settings.folder)
+    if problem:
+        return _fail(prog, problem)
+    import asyncio
+
+    try:
+        return asyncio.run(_serve(settings, prog))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
+
+
+# -- client ------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """A tqdm bar over the sync's bytes, with files done/total and the engine's rate and ETA."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="ssp",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def update(self, progress: dict) -> None:
+        total = int(progress.get("bytes_total") or 0)
+        done = int(progress.get("bytes_done") or 0)
+        if self._bar.total != total:
+            self._bar.total = total
+        files = f"{progress.get('files_done', 0)}/{progress.get('files_total', 0)} files"
+        self._bar.set_postfix_str(files, refresh=False)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+async def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
+    import time
+
+    from ssp.client import SSPClient
+
+    client = SSPClient(
+        settings.secret, settings.folder, settings.host, settings.port, settings.chunk_size
+    )
+    bar = _ProgressBar() if show_bar else None
+    if bar is not None:
+        client.set_progress_callback(bar.update)
+    started = time.monotonic()
+    try:
+        ok = await client.connect() and await client.sync()
+    finally:
+        if bar is not None:
+            bar.close()
+    try:
+        await client.disconnect()
+    except Exception:  # the sync's outcome is what matters; disconnect is best effort
+        logging.getLogger("ssp.cli").debug("disconnect failed", exc_info=True)
+    if not ok:
+        return _fail(prog, client.last_error or client.last_status or "sync failed")
+    if not settings.quiet:
+        stats = client.get_sync_stats()
+        seconds = time.monotonic() - started
+        files = int(stats.get("files_received", 0) or 0)
+        size = int(stats.get("bytes_received", 0) or 0)
+        print(
+            f"{prog}: synced {files} files, {size} bytes ({_human_bytes(size)}) "
+            f"in {seconds:.2f} s from {settings.host}:{settings.port}",
+            flush=True,
+        )
+    return 0
+
+
+def client_main(argv: Sequence[str] | None = None, prog: str = "ssp-client") -> int:
+    """``ssp-client [options] SECRET FOLDER [HOST] [PORT]``: one complete pull, then exit."""
+    settings = _parse(argv, prog, "client")
+    # The client's failure is reported as one line; engine logs only with -v.
+    _setup_logging(settings, logging.CRITICAL)
+    show_bar = not settings.quiet and sys.stderr.isatty()
+    import asyncio
+
+    try:
+        return asyncio.run(_pull(settings, prog, show_bar))
+    except KeyboardInterrupt:
+        return _fail(prog, "interrupted", 130)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ssp server|client ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = {"server": server_main, "client": client_main}
+    if not args or args[0] not in commands:
+        print(
+            "usage: python -m ssp {server,client} [options] [SECRET] FOLDER [HOST] [PORT]\n"
+            "       (see python -m ssp server --help)",
+            file=sys.stderr,
+        )
+        return 2 if not args or args[0] not in ("-h", "--help") else 0
+    command = args.pop(0)
+    return commands[command](args, prog=f"python -m ssp {command}")

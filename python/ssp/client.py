@@ -1,0 +1,247 @@
+"""The SSP client: pulls a server's folder (wraps ``_native.NativeClient``).
+
+The engine reports status and progress from its own threads. Each call that takes callbacks
+(:meth:`SSPClient.connect`, :meth:`SSPClient.sync`) captures the event loop awaiting it and
+re-schedules the user's callbacks onto that loop with ``call_soon_threadsafe``, so callbacks run
+on the caller's thread and never race it. A callback that raises is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from ssp import _native
+
+__all__ = ["STATUSES", "ProgressCallback", "SSPClient", "StatusCallback"]
+
+logger = logging.getLogger("ssp.client")
+
+ProgressCallback = Callable[[dict[str, Any]], Any]
+StatusCallback = Callable[[str, str], Any]
+EngineListener = Callable[[str, dict[str, Any]], None]
+
+STATUSES = (
+    "CONNECTING",
+    "HANDSHAKE",
+    "CONNECTED",
+    "AUTHENTICATED",
+    "AUTH_FAILED",
+    "SYNC_STARTED",
+    "SYNC_COMPLETED",
+    "SYNC_ERROR",
+    "CONNECTION_ERROR",
+    "SERVER_ERROR",
+    "DISCONNECTED",
+)
+"""Every status string the client reports (the original's vocabulary plus ``AUTH_FAILED``)."""
+
+_STATS_DEFAULTS: dict[str, Any] = {
+    "files_received": 0,
+    "bytes_received": 0,
+    "files_sent": 0,
+    "bytes_sent": 0,
+    "sync_start_time": None,
+    "sync_duration": 0.0,
+}
+
+
+class SSPClient:
+    """Pull ``server_host:server_port``'s folder into ``sync_folder`` using ``shared_secret``."""
+
+    def __init__(
+        self,
+        shared_secret: str,
+        sync_folder: str | Path,
+        server_host: str = "localhost",
+        server_port: int = 8888,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.shared_secret = shared_secret
+        self.sync_folder = Path(sync_folder).expanduser()
+        self.server_host = server_host
+        self.server_port = server_port
+        self.chunk_size = chunk_size
+        self.progress_callback: ProgressCallback | None = None
+        self.status_callback: StatusCallback | None = None
+        self.last_error: str | None = None
+        """Why the last connect() or sync() failed, or None if it succeeded."""
+        self.last_status: str | None = None
+        """The last status delivered to the status callback."""
+        self._native = _native.NativeClient(
+            shared_secret, str(self.sync_folder), server_host, server_port, chunk_size
+        )
+        # Stats returned by the last completed sync (the native snapshot covers the current one).
+        self._last_sync_stats: dict[str, Any] = {}
+        # Statuses delivered during the current call, so the wrapper does not repeat the engine.
+        self._seen: set[str] = set()
+
+    # -- callbacks -------------------------------------------------------------------------
+
+    def set_progress_callback(self, callback: ProgressCallback | None) -> None:
+        """Call ``callback(progress_dict)`` at a bounded rate during :meth:`sync`."""
+        self.progress_callback = callback
+
+    def set_status_callback(self, callback: StatusCallback | None) -> None:
+        """Call ``callback(status, details)`` on every status change."""
+        self.status_callback = callback
+
+    def _engine_listener(self, loop: asyncio.AbstractEventLoop) -> EngineListener:
+        """Return the ``on_event`` given to the engine: it only hops onto ``loop``."""
+
+        def on_event(kind: str, payload: dict[str, Any]) -> None:
+            # A closed loop (RuntimeError) means nobody waits for these events any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._dispatch, kind, payload)
+
+        return on_event
+
+    def _dispatch(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "status":
+            self._emit_status(str(payload.get("status", "")), str(payload.get("details", "")))
+        elif kind == "progress":
+            self._emit_progress(dict(payload))
+        else:
+            logger.debug("ignoring engine event %r: %r", kind, payload)
+
+    def _emit_status(self, status: str, details: str = "") -> None:
+        self._seen.add(status)
+        self.last_status = status
+        logger.debug("status %s %s", status, details)
+        callback = self.status_callback
+        if callback is None:
+            return
+        try:
+            callback(status, details)
+        except Exception:
+            logger.exception("status callback raised (ignored)")
+
+    def _emit_progress(self, progress: dict[str, Any]) -> None:
+        callback = self.progress_callback
+        if callback is None:
+            return
+        try:
+            callback(progress)
+        except Exception:
+            logger.exception("progress callback raised (ignored)")
+
+    @staticmethod
+    async def _drain() -> None:
+        # Events the engine sent before its future resolved are already queued on this loop;
+        # yielding once lets them run before the caller sees the result.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Connect and authenticate. True once authenticated; False (never an exception) when
+        the server is unreachable, refuses, speaks another version or does not share the
+        secret. The reason is kept in :attr:`last_error`."""
+        loop = asyncio.get_running_loop()
+        self._seen = set()
+        self.last_error = None
+        try:
+            await self._native.connect(self._engine_listener(loop))
+        except _native.AuthError as exc:
+            await self._fail(exc, "AUTH_FAILED")
+            return False
+        except (_native.SSPError, OSError) as exc:
+            await self._fail(exc, "CONNECTION_ERROR")
+            return False
+        await self._drain()
+        if "AUTHENTICATED" not in self._seen:
+            self._emit_status("AUTHENTICATED", f"{self.server_host}:{self.server_port}")
+        return True
+
+    async def sync(self) -> bool:
+        """Pull every new or changed file of the server's folder (connecting first if needed).
+
+        True after a complete sync; False on failure, with status ``SYNC_ERROR`` and the reason
+        in :attr:`last_error`."""
+        authenticated = self._native.status().get("authenticated", False)
+        if not authenticated and not await self.connect():
+            return False
+        loop = asyncio.get_running_loop()
+        self._seen = set()
+        self.last_error = None
+        try:
+            stats = await self._native.sync(self._engine_listener(loop))
+        except (_native.SSPError, OSError) as exc:
+            await self._fail(exc, "SYNC_ERROR")
+            return False
+        await self._drain()
+        self._last_sync_stats = dict(stats or {})
+        if "SYNC_COMPLETED" not in self._seen:
+            self._emit_status("SYNC_COMPLETED", "")
+        return True
+
+    async def _fail(self, exc: BaseException, status: str) -> None:
+        self.last_error = str(exc) or type(exc).__name__
+        logger.debug("%s: %s", status, self.last_error)
+        await self._drain()
+        # The engine usually reported the failure itself; report it only if it did not.
+        if status in self._seen or (status == "CONNECTION_ERROR" and "AUTH_FAILED" in self._seen):
+            return
+        self._emit_status(status, self.last_error)
+
+    def cancel_sync(self) -> None:
+        """Ask a running :meth:`sync` to stop; it then returns False. Safe from any thread."""
+        self._native.cancel()
+
+    async def disconnect(self) -> None:
+        """Close the connection (idempotent)."""
+        was_connected = bool(self._native.status().get("connected", False))
+        try:
+            await self._native.disconnect()
+        except (_native.SSPError, OSError) as exc:
+            logger.debug("disconnect: %s", exc)
+        if was_connected:
+            self._emit_status("DISCONNECTED", "")
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def get_sync_stats(self) -> dict[str, Any]:
+        """Transfer figures of the current or last sync (``files_received, bytes_received,
+        files_sent, bytes_sent, sync_start_time, sync_duration, ...``)."""
+        stats = dict(_STATS_DEFAULTS)
+        stats.update(self._last_sync_stats)
+        try:
+            stats.update(self._native.status().get("stats") or {})
+        except Exception:
+            logger.debug("native status() failed", exc_info=True)
+        return stats
+
+    def get_client_status(self) -> dict[str, Any]:
+        """Snapshot: ``connected, authenticated, sync_in_progress, server_host, server_port,
+        sync_folder, stats, pending_requests`` (plus ``last_status``, ``last_error``)."""
+        try:
+            status = dict(self._native.status())
+        except Exception:
+            logger.debug("native status() failed", exc_info=True)
+            status = {}
+        status.update(
+            connected=bool(status.get("connected", False)),
+            authenticated=bool(status.get("authenticated", False)),
+            sync_in_progress=bool(status.get("sync_in_progress", False)),
+            server_host=self.server_host,
+            server_port=self.server_port,
+            sync_folder=str(self.sync_folder),
+            pending_requests=int(status.get("pending_requests", 0) or 0),
+            stats=self.get_sync_stats(),
+            last_status=self.last_status,
+            last_error=self.last_error,
+        )
+        return status
+
+    # Convenience for scripts: ``async with SSPClient(...) as c: await c.sync()``.
+    async def __aenter__(self) -> SSPClient:  # noqa: PYI034
+        if not await self.connect():
+            raise _native.SSPConnectionError(self.last_error or "connection failed")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
