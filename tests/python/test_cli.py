@@ -1,0 +1,229 @@
+"""The command line: ssp-server / ssp-client (console scripts and ``python -m ssp_server`` /
+``python -m ssp_client``) as subprocesses, as users and the benchmarks run them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import (
+    AWKWARD_NAMES,
+    HOST,
+    SECRET,
+    SIZES,
+    assert_synced,
+    cli_env,
+    free_port,
+    one_error_line,
+    payload,
+    run_client,
+    write_file,
+)
+
+MIB = 1 << 20
+LAUNCHERS = ["console", "module"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_cli_file_of_each_interesting_size(tmp_path, cli_server, size):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, f"file-{size}.bin", payload(size))
+    server = cli_server(src)
+
+    done = run_client(dst, server.port)
+
+    assert done.returncode == 0, done.stderr
+    assert_synced(src, dst)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_cli_unicode_nested_names_and_summary_line(tmp_path, cli_server, launcher):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    for i, name in enumerate(AWKWARD_NAMES):
+        write_file(src, name, payload(50 + i, seed=i), executable=i % 2 == 0)
+    server = cli_server(src, launcher=launcher)
+
+    done = run_client(dst, server.port, launcher=launcher)
+
+    assert done.returncode == 0, done.stderr
+    assert_synced(src, dst)
+    # Not a terminal: no progress bar, one summary line with files, bytes and seconds.
+    assert done.stderr == ""
+    summary = done.stdout.strip().splitlines()
+    assert len(summary) == 1, done.stdout
+    assert f"{len(AWKWARD_NAMES)} files" in summary[0]
+    assert " s " in summary[0] or summary[0].endswith(" s") or " s from " in summary[0]
+
+
+def test_cli_100_mib_file(tmp_path, cli_server):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "big.bin", payload(100 * MIB))
+    server = cli_server(src)
+
+    done = run_client(dst, server.port)
+
+    assert done.returncode == 0, done.stderr
+    assert_synced(src, dst)
+
+
+def test_cli_1000_small_files_then_noop_resync(tmp_path, cli_server):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    for i in range(1000):
+        write_file(src, f"d{i % 20}/f{i}.txt", payload(i % 50 + 1, seed=i))
+    server = cli_server(src)
+
+    first = run_client(dst, server.port)
+    second = run_client(dst, server.port)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert_synced(src, dst)
+    assert "synced 1000 files" in first.stdout
+    assert "synced 0 files" in second.stdout
+
+
+def test_cli_chunk_size_option(tmp_path, cli_server):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "f.bin", payload(3 * MIB + 5))
+    server = cli_server(src, extra=("--chunk-size", "64K"))
+
+    done = run_client(dst, server.port, extra=("--chunk-size", "131072"))
+
+    assert done.returncode == 0, done.stderr
+    assert_synced(src, dst)
+
+
+def test_cli_secret_from_file_and_from_environment(tmp_path, cli_server):
+    src = tmp_path / "server"
+    write_file(src, "s.txt", b"secret stuff")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    server = cli_server(src, secret=None, extra=("--secret-file", str(secret_file)))
+    assert SECRET not in " ".join(server.proc.args)
+
+    by_file = run_client(
+        tmp_path / "c1", server.port, secret=None, extra=("--secret-file", str(secret_file))
+    )
+    by_env = run_client(tmp_path / "c2", server.port, secret=None, env=cli_env(SSP_SECRET=SECRET))
+    wrong_env = run_client(
+        tmp_path / "c3", server.port, secret=None, env=cli_env(SSP_SECRET="wrong")
+    )
+
+    assert by_file.returncode == 0, by_file.stderr
+    assert by_env.returncode == 0, by_env.stderr
+    assert wrong_env.returncode != 0
+    assert_synced(src, tmp_path / "c1")
+    assert_synced(src, tmp_path / "c2")
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_cli_wrong_secret_fails_with_one_line(tmp_path, cli_server, launcher):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "private.txt", b"private")
+    server = cli_server(src)
+
+    done = run_client(dst, server.port, secret="guess", launcher=launcher)
+
+    assert done.returncode != 0
+    line = one_error_line(done.stderr, "ssp-client")
+    assert "auth" in line.lower() or "secret" in line.lower(), line
+    assert not (dst / "private.txt").exists()
+    # The server shrugs it off and keeps serving.
+    assert server.proc.poll() is None
+    assert run_client(dst, server.port).returncode == 0
+
+
+def test_cli_no_server_fails_with_one_line(tmp_path):
+    done = run_client(tmp_path / "client", free_port())
+
+    assert done.returncode != 0
+    one_error_line(done.stderr, "ssp-client")
+
+
+def test_cli_port_in_use_names_the_port(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind((HOST, 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ssp_server", SECRET, str(tmp_path / "srv"), HOST, str(port)],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+
+    assert done.returncode != 0
+    line = one_error_line(done.stderr, "ssp-server")
+    assert str(port) in line
+
+
+def test_cli_server_folder_that_is_a_file(tmp_path):
+    not_a_folder = tmp_path / "plain-file"
+    not_a_folder.write_text("x")
+
+    done = subprocess.run(
+        [str(sys.executable), "-m", "ssp_server", SECRET, str(not_a_folder), HOST, "0"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+
+    assert done.returncode != 0
+    line = one_error_line(done.stderr, "ssp-server")
+    assert str(not_a_folder) in line
+
+
+def test_cli_server_creates_missing_folder(tmp_path, cli_server):
+    folder = tmp_path / "new" / "folder"
+    server = cli_server(folder)
+    assert folder.is_dir()
+    assert str(folder) in server.line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_server_stops_cleanly_on_signal(tmp_path, cli_server, signum):
+    src = tmp_path / "server"
+    write_file(src, "x.txt", b"x")
+    server = cli_server(src)
+    assert run_client(tmp_path / "client", server.port).returncode == 0
+
+    code, stderr = server.terminate(signum)
+
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_cli_usage_errors_exit_2(tmp_path):
+    for args in ([], ["only-a-secret"], [SECRET, str(tmp_path), HOST, "not-a-port"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ssp_client", *args],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert "usage:" in done.stderr
+
+
+def test_python_m_ssp_subcommands(tmp_path, cli_server):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "m.txt", b"via python -m ssp")
+    server = cli_server(src)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ssp", "client", SECRET, str(dst), HOST, str(server.port)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert_synced(src, dst)

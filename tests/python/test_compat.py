@@ -1,0 +1,153 @@
+"""The original SSP's imports and helpers keep working."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+import ssp
+from ssp import _native
+
+from conftest import cli_env, payload, write_file
+
+
+def test_top_level_package_exports():
+    from ssp import (  # noqa: F401
+        CHUNK_SIZE,
+        PROTOCOL_VERSION,
+        FileInfo,
+        MessageType,
+        SSPClient,
+        SSPProtocol,
+        SSPServer,
+    )
+
+    assert PROTOCOL_VERSION == 2
+    assert CHUNK_SIZE == _native.DEFAULT_CHUNK_SIZE
+    for name in ssp.__all__:
+        assert hasattr(ssp, name), name
+
+
+def test_original_module_names_import():
+    from ssp_client import SSPClient
+    from ssp_protocol import CHUNK_SIZE, MessageType, SSPMessage, SSPProtocol
+    from ssp_server import SSPServer
+
+    assert SSPServer is ssp.SSPServer
+    assert SSPClient is ssp.SSPClient
+    assert SSPProtocol is ssp.SSPProtocol
+    assert SSPMessage is ssp.SSPMessage
+    assert MessageType is ssp.MessageType
+    assert CHUNK_SIZE == ssp.CHUNK_SIZE
+
+
+@pytest.mark.parametrize("module", ["ssp_server", "ssp_client", "ssp_protocol"])
+def test_compat_modules_are_installed_next_to_ssp(module):
+    # They must come from the installed wheel (site-packages), like ssp itself.
+    imported = importlib.import_module(module)
+    assert imported.__file__ is not None
+    assert ssp.__file__ is not None
+    from pathlib import Path
+
+    assert Path(imported.__file__).parent.parent == Path(ssp.__file__).parent.parent
+
+
+def test_errors_share_one_base():
+    for name in (
+        "AuthError",
+        "ProtocolError",
+        "PathError",
+        "AddressInUseError",
+        "FolderError",
+        "SSPConnectionError",
+        "DiskError",
+    ):
+        assert issubclass(getattr(ssp, name), ssp.SSPError), name
+    assert issubclass(ssp.SSPError, Exception)
+
+
+def test_message_types_keep_the_original_names():
+    names = [
+        "HELLO",
+        "AUTH",
+        "FILE_INDEX",
+        "FILE_REQUEST",
+        "FILE_CHUNK",
+        "ACK",
+        "SYNC_COMPLETE",
+        "ERROR",
+        "HEARTBEAT",
+    ]
+    for name in names:
+        assert ssp.MessageType[name].value == name
+
+
+def test_message_json_round_trip():
+    message = ssp.SSPMessage(ssp.MessageType.FILE_REQUEST, {"path": "a/b.txt"})
+    text = message.to_json()
+    assert json.loads(text)["type"] == "FILE_REQUEST"
+    back = ssp.SSPMessage.from_json(text)
+    assert back == message
+    assert ssp.SSPMessage.from_dict(message.to_dict()) == message
+
+
+def test_scan_folder_lists_files_with_file_info(tmp_path):
+    write_file(tmp_path, "a.txt", b"hello", mtime=1_600_000_000.5)
+    write_file(tmp_path, "sub/dir/b.bin", payload(70_000), executable=True)
+    write_file(tmp_path, "ünï/ç.txt", b"")
+    protocol = ssp.SSPProtocol("secret", tmp_path)
+
+    index = protocol._scan_folder()
+
+    assert set(index) == {"a.txt", "sub/dir/b.bin", "ünï/ç.txt"}
+    info = index["a.txt"]
+    assert isinstance(info, ssp.FileInfo)
+    assert (info.path, info.size) == ("a.txt", 5)
+    assert abs(info.modified_time - 1_600_000_000.5) < 1e-3
+    assert isinstance(info.hash, str) and len(info.hash) >= 32
+    assert index["sub/dir/b.bin"].size == 70_000
+    assert index["sub/dir/b.bin"].executable is True
+    assert index["ünï/ç.txt"].size == 0
+    assert index["a.txt"].hash != index["ünï/ç.txt"].hash
+    # The metadata folder the scan may create is never listed.
+    assert not any(p.startswith(ssp.METADATA_DIR) for p in protocol._scan_folder())
+
+
+def test_scan_folder_sees_changes(tmp_path):
+    write_file(tmp_path, "c.txt", b"one", mtime=1_600_000_000)
+    protocol = ssp.SSPProtocol("secret", tmp_path)
+    before = protocol._scan_folder()["c.txt"].hash
+    write_file(tmp_path, "c.txt", b"two", mtime=1_600_000_010)
+    after = protocol._scan_folder()["c.txt"].hash
+    assert before != after
+
+
+def test_protocol_creates_its_folder(tmp_path):
+    folder = tmp_path / "made" / "by" / "protocol"
+    protocol = ssp.SSPProtocol("secret", folder)
+    assert folder.is_dir()
+    assert protocol._scan_folder() == {}
+
+
+def test_validate_path_rejects_hostile_paths():
+    assert ssp.validate_path("a/b.txt") == "a/b.txt"
+    for hostile in ("../escape", "/etc/passwd", "a/../../b", "a\\b", "a\0b"):
+        with pytest.raises(ssp.PathError):
+            ssp.validate_path(hostile)
+
+
+@pytest.mark.parametrize("module", ["ssp_server", "ssp_client", "ssp"])
+def test_python_m_help(module):
+    done = subprocess.run(
+        [sys.executable, "-m", module, *(["server"] if module == "ssp" else []), "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "FOLDER" in done.stdout
