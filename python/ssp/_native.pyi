@@ -1,0 +1,102 @@
+"""Typed interface of the native SSP engine (``ssp._native``, built from ``src/bindings``).
+
+The engine runs on its own process-wide tokio runtime. Every awaitable returned here may be
+awaited from any asyncio event loop in any thread; the GIL is released while the engine works.
+Python callers normally use :class:`ssp.SSPServer` / :class:`ssp.SSPClient`, which wrap these.
+"""
+
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+
+__version__: str
+PROTOCOL_VERSION: int
+"""Version of the wire protocol this engine speaks (2)."""
+DEFAULT_CHUNK_SIZE: int
+"""Default payload bytes per FILE_CHUNK frame."""
+MIN_CHUNK_SIZE: int
+MAX_CHUNK_SIZE: int
+METADATA_DIR: str
+"""Name of the per-folder metadata directory (never synced)."""
+
+class SSPError(Exception):
+    """Base class of every error the engine raises."""
+
+class AuthError(SSPError):
+    """The peer does not share our secret (or the handshake was tampered with)."""
+
+class ProtocolError(SSPError):
+    """The peer broke the protocol: bad frame, version mismatch, forged message."""
+
+class PathError(SSPError):
+    """A path was rejected: absolute, ``..``, NUL, backslash or inside the metadata folder."""
+
+class AddressInUseError(SSPError):
+    """The server's port is already taken by another program."""
+
+class FolderError(SSPError):
+    """The sync folder is missing, not a folder, or unreadable/unwritable."""
+
+class SSPConnectionError(SSPError):
+    """The connection could not be made or was lost (refused, reset, timeout)."""
+
+class DiskError(SSPError):
+    """A local disk operation failed (full disk, permission denied, ...)."""
+
+def scan_folder(folder: str) -> List[Tuple[str, int, str, float, bool]]:
+    """Scan ``folder`` (using and refreshing its hash cache) and return
+    ``[(relative_path, size, blake3_hex, mtime_seconds, executable), ...]`` sorted by path."""
+
+def validate_path(path: str) -> str:
+    """Return ``path`` if it is an acceptable relative sync path, else raise :class:`PathError`."""
+
+class NativeServer:
+    def __init__(
+        self,
+        shared_secret: str,
+        sync_folder: str,
+        host: str = "localhost",
+        port: int = 8888,
+        chunk_size: int = ...,
+    ) -> None: ...
+    def bind(self) -> Awaitable[int]:
+        """Create the folder if missing, bind the listener and return the bound port.
+
+        Raises :class:`AddressInUseError` (naming the port) or :class:`FolderError`."""
+    def serve(self) -> Awaitable[None]:
+        """Accept and serve clients until :meth:`stop`; requires :meth:`bind` first."""
+    def stop(self) -> Awaitable[None]:
+        """Stop accepting, close every session and wait until all are gone. Idempotent."""
+    def status(self) -> Dict[str, Any]:
+        """Snapshot: ``running, host, port, active_connections, sync_folder, clients,
+        stats={total_connections, active_connections, files_sent, bytes_sent, sync_sessions,
+        files_received, bytes_received, uptime_s, auth_failures}``."""
+
+class NativeClient:
+    def __init__(
+        self,
+        shared_secret: str,
+        sync_folder: str,
+        server_host: str = "localhost",
+        server_port: int = 8888,
+        chunk_size: Optional[int] = None,
+    ) -> None: ...
+    def connect(self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Awaitable[None]:
+        """Connect, negotiate the version and authenticate.
+
+        Raises :class:`AuthError`, :class:`SSPConnectionError` or :class:`ProtocolError`.
+        ``on_event(kind, payload)`` is called from an engine thread with kind ``"status"``
+        (payload ``{"status": str, "details": str}``)."""
+    def sync(self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Awaitable[Dict[str, Any]]:
+        """Pull every new or changed file of the server's folder; return the sync stats.
+
+        ``on_event`` receives ``("status", {...})`` and, at most ~10 times a second,
+        ``("progress", {...})`` with keys ``phase, files_to_request, files_received, file_path,
+        chunk_index, total_chunks, progress, files_done, files_total, bytes_done, bytes_total,
+        rate_bps, eta_s``. It is called from an engine thread: the Python wrapper re-schedules it
+        onto the caller's event loop."""
+    def cancel(self) -> None:
+        """Ask a running sync to stop; it then raises :class:`SSPError` ("sync cancelled")."""
+    def disconnect(self) -> Awaitable[None]: ...
+    def status(self) -> Dict[str, Any]:
+        """Snapshot: ``connected, authenticated, sync_in_progress, server_host, server_port,
+        sync_folder, pending_requests, stats={files_received, bytes_received, files_sent,
+        bytes_sent, sync_start_time, sync_duration, files_total, bytes_total}``."""

@@ -1,0 +1,110 @@
+//! The engine's one error type: every layer's failure, classified by [`ErrorKind`].
+
+use std::io;
+use std::path::PathBuf;
+
+/// Coarse classification of an [`Error`], stable across versions; the Python bindings map
+/// each kind to one exception class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The peer does not know the shared secret (or tampered with the handshake).
+    Auth,
+    /// The peer broke the protocol (bad frame, bad message, version mismatch, failed AEAD).
+    Protocol,
+    /// A path was rejected at a trust boundary.
+    Path,
+    /// The listening address is already in use.
+    AddressInUse,
+    /// The sync folder is unusable.
+    Folder,
+    /// The connection could not be made, was refused, timed out or was lost.
+    Connection,
+    /// A local disk operation failed.
+    Disk,
+    /// The operation was cancelled by the user.
+    Cancelled,
+}
+
+/// Every failure the engine reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    VersionMismatch { ours: u32, theirs: u32 },
+    #[error("the peer reported an error ({code}): {message}")]
+    Remote { code: String, message: String },
+    #[error("rejected path {path:?}: {reason}")]
+    BadPath { path: String, reason: &'static str },
+    #[error("address {addr} is already in use (another program listens on port {port}); choose another port or stop that program")]
+    AddressInUse { addr: String, port: u16 },
+    #[error("sync folder {}: {reason}", path.display())]
+    Folder { path: PathBuf, reason: String },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("index store: {0}")]
+    Store(String),
+    #[error("sync cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// The kind of this error, for callers that branch on it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Auth(_) => ErrorKind::Auth,
+            Error::Remote { code, .. } if code == "auth_failed" => ErrorKind::Auth,
+            Error::Protocol(_) | Error::VersionMismatch { .. } | Error::Remote { .. } => {
+                ErrorKind::Protocol
+            }
+            Error::BadPath { .. } => ErrorKind::Path,
+            Error::AddressInUse { .. } => ErrorKind::AddressInUse,
+            Error::Folder { .. } => ErrorKind::Folder,
+            Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) => {
+                ErrorKind::Connection
+            }
+            Error::Io { .. } | Error::Store(_) => ErrorKind::Disk,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    pub(crate) fn protocol(msg: impl Into<String>) -> Self {
+        Error::Protocol(msg.into())
+    }
+}
+
+impl From<io::Error> for Error {
+    /// Only the frame codec relies on this: its I/O errors are socket errors.
+    fn from(e: io::Error) -> Self {
+        Error::ConnectionLost(e.to_string())
+    }
+}
+
+/// Adds context to I/O results.
+pub(crate) trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

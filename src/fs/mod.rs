@@ -1,0 +1,14 @@
+//! All disk access: validated relative paths, scanning with the hash cache, safe directory
+//! creation and the temp-file naming that keeps partial files away from final paths.
+
+mod relpath;
+mod scan;
+mod write;
+
+pub use relpath::RelPath;
+pub use scan::{hash_file, scan_folder, ScanResult};
+pub use write::{apply_metadata, ensure_parent_dirs, part_path, FinishError, PartWriter, Written, PART_PREFIX};
+pub(crate) use scan::check_folder;
+
+/// Per-folder metadata directory: the index store lives here. Never synced.
+pub const METADATA_DIR: &str = ".ssp";

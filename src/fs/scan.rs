@@ -1,0 +1,221 @@
+//! Scanning: walk a folder (never following symlinks), reuse cached hashes of unchanged files,
+//! hash the rest with BLAKE3, and refresh the cache in one commit.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use super::{RelPath, METADATA_DIR, PART_PREFIX};
+use crate::error::{Error, Result};
+use crate::index::{FileRecord, Hash, IndexStore, VersionVector};
+
+/// Read size while hashing: large enough for BLAKE3's SIMD paths to pay off.
+const HASH_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Live files, sorted by path.
+    pub files: Vec<FileRecord>,
+    /// Leftover temp files of interrupted transfers (`.ssp-part-*`).
+    pub parts: Vec<PathBuf>,
+    /// How many files had to be (re-)hashed.
+    pub hashed: usize,
+    /// Entries skipped (unreadable, non-UTF-8 or unacceptable names).
+    pub skipped: usize,
+}
+
+/// BLAKE3 of a file's content.
+pub fn hash_file(path: &Path) -> io::Result<Hash> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Hash(*hasher.finalize().as_bytes()))
+}
+
+fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+    md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec())
+}
+
+/// Checks that `root` is a readable folder.
+pub(crate) fn check_folder(root: &Path) -> Result<()> {
+    let folder_err = |reason: String| Error::Folder { path: root.to_path_buf(), reason };
+    match std::fs::metadata(root) {
+        Ok(md) if md.is_dir() => std::fs::read_dir(root)
+            .map(|_| ())
+            .map_err(|e| folder_err(format!("cannot be read: {e}"))),
+        Ok(_) => Err(folder_err("is not a folder".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(folder_err("does not exist".into())),
+        Err(e) => Err(folder_err(e.to_string())),
+    }
+}
+
+fn rel_string(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
+}
+
+/// Scans `root`, using and refreshing `store` when given. Vanished files become tombstones.
+pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult> {
+    check_folder(root)?;
+    let mut cache = match store.map(IndexStore::load) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            tracing::warn!("index cache unreadable, re-hashing everything: {e}");
+            HashMap::new()
+        }
+        None => HashMap::new(),
+    };
+    let mut out = ScanResult::default();
+    let mut changed = Vec::new();
+    let walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == METADATA_DIR));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("skipping unreadable entry: {e}");
+                out.skipped += 1;
+                continue;
+            }
+        };
+        let ft = entry.file_type();
+        if !ft.is_file() {
+            if !ft.is_dir() {
+                tracing::debug!("skipping non-regular file {}", entry.path().display());
+            }
+            continue;
+        }
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(PART_PREFIX)) {
+            out.parts.push(entry.path().to_path_buf());
+            continue;
+        }
+        let Some(rel) = rel_string(root, entry.path()).filter(|r| RelPath::parse(r).is_ok()) else {
+            tracing::warn!("skipping {}: name cannot be synced", entry.path().display());
+            out.skipped += 1;
+            continue;
+        };
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(e) => {
+                tracing::warn!("skipping {rel}: {e}");
+                out.skipped += 1;
+                continue;
+            }
+        };
+        let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
+        let executable = md.mode() & 0o111 != 0;
+        let cached = cache.remove(&rel).filter(|c| {
+            !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode
+        });
+        let record = match cached {
+            Some(c) if c.executable == executable => c,
+            Some(mut c) => {
+                c.executable = executable;
+                changed.push(c.clone());
+                c
+            }
+            None => match hash_file(entry.path()) {
+                Ok(hash) => {
+                    out.hashed += 1;
+                    let rec = FileRecord {
+                        path: rel,
+                        size,
+                        mtime_ns: mtime,
+                        executable,
+                        hash,
+                        inode,
+                        deleted: false,
+                        version: VersionVector::default(),
+                        blocks: Vec::new(),
+                    };
+                    changed.push(rec.clone());
+                    rec
+                }
+                Err(e) => {
+                    tracing::warn!("skipping {rel}: cannot read: {e}");
+                    out.skipped += 1;
+                    continue;
+                }
+            },
+        };
+        out.files.push(record);
+    }
+    // What the cache still holds was not seen: deleted since the last scan.
+    for (_, mut rec) in cache.into_iter().filter(|(_, r)| !r.deleted) {
+        rec.deleted = true;
+        changed.push(rec);
+    }
+    if let Some(store) = store {
+        if let Err(e) = store.apply(&changed, &[]) {
+            tracing::warn!("could not update the index cache: {e}");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn scan_reuses_cached_hashes_and_notices_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/one"), b"1").unwrap();
+        std::fs::write(root.join("two"), b"22").unwrap();
+        std::fs::write(root.join(".ssp-part-xyz"), b"partial").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let store = IndexStore::open(root).unwrap();
+
+        let first = scan_folder(root, Some(&store)).unwrap();
+        let paths: Vec<_> = first.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/b/one", "two"], "symlinks, temp files and .ssp are not listed");
+        assert_eq!(first.hashed, 2);
+        assert_eq!(first.parts.len(), 1);
+        assert_eq!(first.files[0].hash, Hash(*blake3::hash(b"1").as_bytes()));
+
+        let second = scan_folder(root, Some(&store)).unwrap();
+        assert_eq!(second.hashed, 0, "unchanged files are not re-hashed");
+
+        std::fs::write(root.join("two"), b"333").unwrap();
+        std::fs::set_permissions(root.join("a/b/one"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let third = scan_folder(root, Some(&store)).unwrap();
+        assert_eq!(third.hashed, 1);
+        assert!(third.files[0].executable);
+
+        std::fs::remove_file(root.join("two")).unwrap();
+        let fourth = scan_folder(root, Some(&store)).unwrap();
+        assert_eq!(fourth.files.len(), 1);
+        let tomb = &store.load().unwrap()["two"];
+        assert!(tomb.deleted, "a vanished file leaves a tombstone");
+    }
+
+    #[test]
+    fn missing_folder_and_file_as_folder_are_folder_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        for p in [dir.path().join("missing"), file] {
+            assert!(matches!(scan_folder(&p, None), Err(Error::Folder { .. })));
+        }
+    }
+}

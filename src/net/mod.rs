@@ -1,0 +1,6 @@
+//! Connections over TCP: framed, split halves, and the handshake drivers that run the
+//! sans-I/O `crypto::handshake` states over a socket.
+
+mod connection;
+
+pub use connection::{client_handshake, recv, remote_error, server_handshake, Connection, FrameReader, FrameWriter};

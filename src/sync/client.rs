@@ -1,0 +1,254 @@
+//! The client: connect and authenticate, run pulls over the connection, report status and
+//! progress as events and snapshots.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::folder::Folder;
+use super::pull::{pull, PullHooks};
+use super::server::lock;
+use super::HANDSHAKE_TIMEOUT_MS;
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::{client_handshake, Connection};
+use crate::progress::{emit_status, EventSink, Status};
+use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+
+/// How to reach a server and where to put its files.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub secret: String,
+    pub folder: PathBuf,
+    pub host: String,
+    pub port: u16,
+    /// Only bounds progress granularity on the client; the server chooses chunk sizes.
+    pub chunk_size: usize,
+}
+
+impl ClientConfig {
+    /// A config with the default chunk size.
+    pub fn new(secret: impl Into<String>, folder: impl Into<PathBuf>, host: impl Into<String>, port: u16) -> Self {
+        Self { secret: secret.into(), folder: folder.into(), host: host.into(), port, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+}
+
+/// Cumulative transfer figures of this client (original keys plus whole-sync totals).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStats {
+    pub files_received: u64,
+    pub bytes_received: u64,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    /// Unix time the last sync started.
+    pub sync_start_time: Option<f64>,
+    /// Seconds the last sync took.
+    pub sync_duration: Option<f64>,
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_unchanged: u64,
+    pub files_failed: u64,
+    pub syncs_completed: u64,
+    pub last_error: Option<String>,
+}
+
+/// A snapshot of the client for status displays.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientStatus {
+    pub connected: bool,
+    pub authenticated: bool,
+    pub sync_in_progress: bool,
+    pub server_host: String,
+    pub server_port: u16,
+    pub sync_folder: String,
+    pub pending_requests: u64,
+    pub stats: SyncStats,
+}
+
+/// A sync client. Methods take `&self`; one sync runs at a time.
+pub struct Client {
+    config: ClientConfig,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    connected: AtomicBool,
+    sync_in_progress: AtomicBool,
+    pending: AtomicU64,
+    stats: Mutex<SyncStats>,
+    /// Cancelled by `cancel`; replaced when a new sync starts.
+    cancel: Mutex<CancellationToken>,
+}
+
+impl Client {
+    /// A client that is not yet connected.
+    pub fn new(mut config: ClientConfig) -> Client {
+        config.chunk_size = config.chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+        Client {
+            config,
+            conn: tokio::sync::Mutex::new(None),
+            connected: AtomicBool::new(false),
+            sync_in_progress: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            stats: Mutex::new(SyncStats::default()),
+            cancel: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    /// Connects and authenticates (replacing any previous connection).
+    pub async fn connect(&self, events: Option<&EventSink>) -> Result<()> {
+        let mut slot = self.conn.lock().await;
+        *slot = None;
+        self.connected.store(false, Ordering::SeqCst);
+        let conn = self.open(events).await;
+        match conn {
+            Ok(c) => {
+                *slot = Some(c);
+                self.connected.store(true, Ordering::SeqCst);
+                emit_status(events, Status::Connected, format!("connected to {}:{}", self.config.host, self.config.port));
+                emit_status(events, Status::Authenticated, "mutual authentication succeeded; traffic is encrypted");
+                Ok(())
+            }
+            Err(e) => {
+                let status = if e.kind() == ErrorKind::Auth { Status::AuthFailed } else { Status::ConnectionError };
+                emit_status(events, status, e.to_string());
+                lock(&self.stats).last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(&self, events: Option<&EventSink>) -> Result<Connection> {
+        let addr = format!("{}:{}", self.config.host, self.config.port);
+        emit_status(events, Status::Connecting, format!("connecting to {addr}"));
+        let limit = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+        let stream = tokio::time::timeout(limit, TcpStream::connect((self.config.host.as_str(), self.config.port)))
+            .await
+            .map_err(|_| Error::Timeout("connecting to the server"))?
+            .map_err(|source| Error::Connect { addr: addr.clone(), source })?;
+        emit_status(events, Status::Handshake, "authenticating with the shared secret (SPAKE2)");
+        tokio::time::timeout(limit, client_handshake(stream, self.config.secret.as_bytes()))
+            .await
+            .map_err(|_| Error::Timeout("the handshake"))?
+    }
+
+    /// Pulls every new or changed file of the server's folder. Connects first if needed.
+    pub async fn sync(&self, events: Option<&EventSink>) -> Result<SyncStats> {
+        if self.sync_in_progress.swap(true, Ordering::SeqCst) {
+            return Err(Error::protocol("a sync is already running on this client"));
+        }
+        let result = self.sync_inner(events).await;
+        self.sync_in_progress.store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn sync_inner(&self, events: Option<&EventSink>) -> Result<SyncStats> {
+        let cancel = {
+            let mut c = lock(&self.cancel);
+            if c.is_cancelled() {
+                *c = CancellationToken::new();
+            }
+            c.clone()
+        };
+        if self.conn.lock().await.is_none() {
+            self.connect(events).await?;
+        }
+        let mut slot = self.conn.lock().await;
+        let Some(conn) = slot.as_mut() else {
+            return Err(Error::ConnectionLost("not connected".into()));
+        };
+        let started = Instant::now();
+        let start_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        {
+            let mut s = lock(&self.stats);
+            s.sync_start_time = Some(start_unix);
+            s.sync_duration = None;
+        }
+        emit_status(events, Status::SyncStarted, format!("pulling into {}", self.config.folder.display()));
+        let folder_path = self.config.folder.clone();
+        let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))
+            .and_then(|r| r);
+        let result = match folder {
+            Ok(folder) => {
+                let hooks = PullHooks { events, cancel, pending: &self.pending };
+                pull(conn, Arc::new(folder), self.config.chunk_size, hooks).await
+            }
+            Err(e) => Err(e),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut s = lock(&self.stats);
+        s.sync_duration = Some(elapsed);
+        match result {
+            Ok(out) => {
+                s.files_received += out.files_received;
+                s.bytes_received += out.bytes_received;
+                s.files_total = out.files_total;
+                s.bytes_total = out.bytes_total;
+                s.files_unchanged = out.unchanged;
+                s.files_failed = out.failures.len() as u64;
+                if let Some((path, reason)) = out.failures.first() {
+                    let msg = format!("{} of {} files failed; first: {path}: {reason}", out.failures.len(), out.files_total);
+                    s.last_error = Some(msg.clone());
+                    drop(s);
+                    emit_status(events, Status::SyncError, msg.clone());
+                    return Err(Error::Remote { code: "incomplete".into(), message: msg });
+                }
+                s.syncs_completed += 1;
+                s.last_error = None;
+                let snapshot = s.clone();
+                drop(s);
+                emit_status(
+                    events,
+                    Status::SyncCompleted,
+                    format!("{} files ({} bytes) received in {elapsed:.2} s; {} unchanged", out.files_received, out.bytes_received, out.unchanged),
+                );
+                Ok(snapshot)
+            }
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                drop(s);
+                // The stream is in an unknown state after a failed sync: start afresh next time.
+                *slot = None;
+                self.connected.store(false, Ordering::SeqCst);
+                let status = if e.kind() == ErrorKind::Connection { Status::ConnectionError } else { Status::SyncError };
+                emit_status(events, status, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks a running sync to stop; it then fails with [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        lock(&self.cancel).cancel();
+    }
+
+    /// Closes the connection.
+    pub async fn disconnect(&self, events: Option<&EventSink>) {
+        self.cancel();
+        let conn = self.conn.lock().await.take();
+        self.connected.store(false, Ordering::SeqCst);
+        if let Some(mut c) = conn {
+            use futures_util::SinkExt;
+            let _ = c.writer.close().await;
+        }
+        emit_status(events, Status::Disconnected, "disconnected");
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> ClientStatus {
+        let connected = self.connected.load(Ordering::SeqCst);
+        ClientStatus {
+            connected,
+            authenticated: connected,
+            sync_in_progress: self.sync_in_progress.load(Ordering::SeqCst),
+            server_host: self.config.host.clone(),
+            server_port: self.config.port,
+            sync_folder: self.config.folder.display().to_string(),
+            pending_requests: self.pending.load(Ordering::Relaxed),
+            stats: lock(&self.stats).clone(),
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Pulling: fetch the server's index, plan against ours, and fetch what differs with pipelined
+//! requests. A blocking writer thread turns chunks into temp files and verified renames while
+//! this task keeps the socket busy.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::SinkExt;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::folder::Folder;
+use crate::error::{Error, Result};
+use crate::fs::{apply_metadata, ensure_parent_dirs, part_path, FinishError, PartWriter, RelPath};
+use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
+use crate::net::{remote_error, Connection};
+use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
+use crate::protocol::{ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest};
+
+/// Files requested ahead of the one being received.
+const WINDOW_FILES: usize = 256;
+/// Chunks queued between the socket task and the writer thread.
+const WRITE_QUEUE: usize = 8;
+
+/// What a pull did.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PullOutcome {
+    pub files_received: u64,
+    pub bytes_received: u64,
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub unchanged: u64,
+    pub touched: u64,
+    /// (path, reason) of files that could not be fetched.
+    pub failures: Vec<(String, String)>,
+}
+
+/// A file to fetch.
+struct Fetch {
+    rel: RelPath,
+    entry: IndexEntry,
+    hash: Hash,
+    part: PathBuf,
+    target: PathBuf,
+}
+
+enum WriteCmd {
+    Chunk(FileChunk),
+    Fail { id: u32, reason: String },
+}
+
+enum Outcome {
+    Done(FileRecord),
+    Failed(String),
+    /// The resumed temp file did not verify: fetch again from zero.
+    Retry,
+}
+
+struct FileDone {
+    id: u32,
+    outcome: Outcome,
+}
+
+/// Progress and cancellation plumbing for one pull.
+pub(crate) struct PullHooks<'a> {
+    pub events: Option<&'a EventSink>,
+    pub cancel: CancellationToken,
+    pub pending: &'a AtomicU64,
+}
+
+async fn fail_peer(conn: &mut Connection, e: Error) -> Error {
+    let code = if matches!(e, Error::BadPath { .. }) { ErrorCode::BadPath } else { ErrorCode::BadMessage };
+    conn.send_error(code, e.to_string()).await;
+    e
+}
+
+/// Receives and validates the whole index. Anything hostile aborts the sync before any write.
+async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        let batch = match conn.recv().await? {
+            Message::FileIndex(b) => b,
+            Message::Heartbeat => continue,
+            m => return Err(fail_peer(conn, Error::protocol(format!("expected FILE_INDEX, got {:?}", m.message_type()))).await),
+        };
+        for entry in batch.entries {
+            let rel = match RelPath::parse(&entry.path) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("server offered a hostile path: {e}");
+                    return Err(fail_peer(conn, e).await);
+                }
+            };
+            let Some(hash) = Hash::from_hex(&entry.hash) else {
+                return Err(fail_peer(conn, Error::protocol(format!("bad hash for {rel}"))).await);
+            };
+            if !seen.insert(entry.path.clone()) {
+                return Err(fail_peer(conn, Error::protocol(format!("{rel} listed twice"))).await);
+            }
+            out.push((rel, hash, entry));
+        }
+        if batch.last {
+            return Ok(out);
+        }
+    }
+}
+
+/// Runs one pull over an authenticated connection.
+pub(crate) async fn pull(conn: &mut Connection, folder: Arc<Folder>, chunk_size: usize, hooks: PullHooks<'_>) -> Result<PullOutcome> {
+    conn.send(Message::SyncRequest(SyncRequest { mode: "pull".into() })).await?;
+    let scan = {
+        let f = Arc::clone(&folder);
+        tokio::task::spawn_blocking(move || f.scan())
+    };
+    let remote = receive_index(conn).await?;
+    let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
+    let local: HashMap<String, FileRecord> = local.files.into_iter().map(|r| (r.path.clone(), r)).collect();
+    let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
+    let plan = plan_pull(&entries, &local);
+    let mut outcome = PullOutcome {
+        files_total: plan.fetch.len() as u64,
+        bytes_total: plan.fetch.iter().map(|e| e.size).sum(),
+        unchanged: plan.unchanged as u64,
+        ..Default::default()
+    };
+    tracing::info!(
+        "plan: fetch {} files ({} bytes), fix metadata of {}, {} unchanged",
+        outcome.files_total, outcome.bytes_total, plan.touch.len(), plan.unchanged
+    );
+    let by_path: HashMap<&str, (&RelPath, &Hash)> = remote.iter().map(|(r, h, e)| (e.path.as_str(), (r, h))).collect();
+    let root = folder.root().to_path_buf();
+
+    // Same content, other metadata: fix in place.
+    let mut records = Vec::new();
+    for e in &plan.touch {
+        let Some((rel, hash)) = by_path.get(e.path.as_str()) else { continue };
+        match apply_metadata(&rel.under(&root), e.mtime_ns, e.executable) {
+            Ok(w) => {
+                outcome.touched += 1;
+                records.push(record(e, **hash, w.mtime_ns, w.inode));
+            }
+            Err(err) => outcome.failures.push((e.path.clone(), err.to_string())),
+        }
+    }
+
+    let fetches: Vec<Fetch> = plan
+        .fetch
+        .into_iter()
+        .filter_map(|entry| {
+            let (rel, hash) = by_path.get(entry.path.as_str())?;
+            Some(Fetch {
+                part: part_path(&root, rel, hash),
+                target: rel.under(&root),
+                rel: (*rel).clone(),
+                hash: **hash,
+                entry,
+            })
+        })
+        .collect();
+    if let Some(sink) = hooks.events {
+        sink(Event::Progress(Progress {
+            phase: "requesting",
+            files_to_request: outcome.files_total,
+            files_total: outcome.files_total,
+            bytes_total: outcome.bytes_total,
+            progress: 0.0,
+            ..Default::default()
+        }));
+    }
+    let (received, failures, bytes) = transfer(conn, fetches, root, chunk_size, &hooks).await?;
+    outcome.files_received = received.len() as u64;
+    outcome.bytes_received = bytes;
+    outcome.failures.extend(failures);
+    records.extend(received);
+    {
+        let f = Arc::clone(&folder);
+        let recs = records;
+        let _ = tokio::task::spawn_blocking(move || f.remember(&recs)).await;
+    }
+    conn.send(Message::SyncComplete(SyncComplete {
+        files: outcome.files_received,
+        bytes: outcome.bytes_received,
+        failed: outcome.failures.len() as u64,
+    }))
+    .await?;
+    loop {
+        match conn.recv().await? {
+            Message::Ack => break,
+            Message::Heartbeat => {}
+            m => return Err(Error::protocol(format!("expected ACK, got {:?}", m.message_type()))),
+        }
+    }
+    Ok(outcome)
+}
+
+fn record(e: &IndexEntry, hash: Hash, mtime_ns: i64, inode: u64) -> FileRecord {
+    FileRecord {
+        path: e.path.clone(),
+        size: e.size,
+        mtime_ns,
+        executable: e.executable,
+        hash,
+        inode,
+        deleted: false,
+        version: VersionVector::default(),
+        blocks: Vec::new(),
+    }
+}
+
+type Transferred = (Vec<FileRecord>, Vec<(String, String)>, u64);
+
+async fn transfer(
+    conn: &mut Connection,
+    fetches: Vec<Fetch>,
+    root: PathBuf,
+    chunk_size: usize,
+    hooks: &PullHooks<'_>,
+) -> Result<Transferred> {
+    if fetches.is_empty() {
+        emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
+        return Ok((Vec::new(), Vec::new(), 0));
+    }
+    let total_bytes = fetches.iter().map(|f| f.entry.size).sum();
+    let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
+    // Resume offsets: an intact prefix left by an interrupted sync.
+    let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
+    for (i, f) in fetches.iter().enumerate() {
+        let offset = match std::fs::symlink_metadata(&f.part) {
+            Ok(md) if md.is_file() && md.len() <= f.entry.size => md.len(),
+            _ => 0,
+        };
+        if offset > 0 {
+            tracing::info!("resuming {} at byte {offset}", f.rel);
+            counters.bytes_done.fetch_add(offset, Ordering::Relaxed);
+        }
+        queue.push_back((i as u32, offset));
+    }
+    let fetches = Arc::new(fetches);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FileDone>();
+    let writer = {
+        let (fetches, counters) = (Arc::clone(&fetches), Arc::clone(&counters));
+        tokio::task::spawn_blocking(move || write_files(&fetches, &root, cmd_rx, &done_tx, &counters))
+    };
+    let ticker = hooks.events.cloned().map(|sink| {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(PROGRESS_INTERVAL_MS));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                sink(Event::Progress(counters.snapshot(false)));
+            }
+        })
+    });
+
+    let mut inflight: HashSet<u32> = HashSet::new();
+    let mut retried: HashSet<u32> = HashSet::new();
+    let mut received = Vec::new();
+    let mut failures = Vec::new();
+    let result: Result<()> = async {
+        loop {
+            let mut fed = false;
+            while inflight.len() < WINDOW_FILES {
+                let Some((id, offset)) = queue.pop_front() else { break };
+                let path = fetches[id as usize].entry.path.clone();
+                conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
+                inflight.insert(id);
+                fed = true;
+            }
+            if fed {
+                conn.writer.flush().await?;
+            }
+            hooks.pending.store((inflight.len() + queue.len()) as u64, Ordering::Relaxed);
+            if inflight.is_empty() && queue.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = hooks.cancel.cancelled() => return Err(Error::Cancelled),
+                Some(done) = done_rx.recv() => {
+                    inflight.remove(&done.id);
+                    let path = &fetches[done.id as usize].entry.path;
+                    match done.outcome {
+                        Outcome::Done(rec) => received.push(rec),
+                        Outcome::Retry if retried.insert(done.id) => queue.push_back((done.id, 0)),
+                        Outcome::Retry => failures.push((
+                            path.clone(),
+                            "content did not match its hash (changed on the server during the sync?)".into(),
+                        )),
+                        Outcome::Failed(reason) => {
+                            tracing::warn!("{path}: {reason}");
+                            failures.push((path.clone(), reason));
+                        }
+                    }
+                }
+                msg = conn.reader.next() => match msg {
+                    Some(Ok(Message::FileChunk(c))) => {
+                        if !inflight.contains(&c.id) {
+                            return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
+                        }
+                        cmd_tx.send(WriteCmd::Chunk(c)).await.map_err(|_| Error::Store("writer thread stopped".into()))?;
+                    }
+                    Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains(&id) => {
+                        cmd_tx.send(WriteCmd::Fail { id, reason: format!("server: {message}") }).await
+                            .map_err(|_| Error::Store("writer thread stopped".into()))?;
+                    }
+                    Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
+                    Some(Ok(Message::Heartbeat)) => {}
+                    Some(Ok(m)) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(Error::ConnectionLost("the server closed the connection mid-transfer".into())),
+                }
+            }
+        }
+    }
+    .await;
+    drop(cmd_tx);
+    let _ = writer.await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    hooks.pending.store(0, Ordering::Relaxed);
+    result?;
+    emit_final(hooks, &counters);
+    let bytes = counters.bytes_done.load(Ordering::Relaxed);
+    Ok((received, failures, bytes))
+}
+
+fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
+    if let Some(sink) = hooks.events {
+        sink(Event::Progress(counters.snapshot(true)));
+    }
+}
+
+/// One file being written, or skipped until its last chunk after a failure.
+enum Slot {
+    Writing(PartWriter),
+    Skipping(Outcome),
+}
+
+/// The blocking writer stage.
+fn write_files(
+    fetches: &[Fetch],
+    root: &std::path::Path,
+    mut cmds: mpsc::Receiver<WriteCmd>,
+    done: &mpsc::UnboundedSender<FileDone>,
+    counters: &TransferCounters,
+) {
+    let mut slots: HashMap<u32, Slot> = HashMap::new();
+    let mut known_dirs = HashSet::new();
+    while let Some(cmd) = cmds.blocking_recv() {
+        match cmd {
+            WriteCmd::Fail { id, reason } => {
+                if let Some(Slot::Writing(w)) = slots.remove(&id) {
+                    w.discard();
+                }
+                counters.files_done.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(FileDone { id, outcome: Outcome::Failed(reason) });
+            }
+            WriteCmd::Chunk(c) => {
+                let Some(f) = fetches.get(c.id as usize) else { continue };
+                let slot = slots.remove(&c.id).unwrap_or_else(|| open_slot(f, root, c.offset, &mut known_dirs));
+                let slot = match slot {
+                    Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
+                        Ok(()) => {
+                            counters.add_bytes(&f.entry.path, f.entry.size, w.written(), c.data.len() as u64);
+                            Slot::Writing(w)
+                        }
+                        Err(e) => {
+                            w.discard();
+                            Slot::Skipping(Outcome::Failed(e.to_string()))
+                        }
+                    },
+                    Slot::Writing(w) => {
+                        w.discard();
+                        Slot::Skipping(Outcome::Failed("chunk out of order".into()))
+                    }
+                    skipping => skipping,
+                };
+                if !c.last {
+                    slots.insert(c.id, slot);
+                    continue;
+                }
+                let outcome = match slot {
+                    Slot::Writing(w) if w.written() != f.entry.size => {
+                        w.discard();
+                        Outcome::Failed(format!("size changed on the server (expected {} bytes)", f.entry.size))
+                    }
+                    Slot::Writing(w) => match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
+                        Ok(written) => Outcome::Done(record(&f.entry, f.hash, written.mtime_ns, written.inode)),
+                        // Fetched again once from zero; a second mismatch is reported as a failure.
+                        Err(FinishError::HashMismatch) => Outcome::Retry,
+                        Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
+                    },
+                    Slot::Skipping(o) => o,
+                };
+                if !matches!(outcome, Outcome::Retry) {
+                    counters.files_done.fetch_add(1, Ordering::Relaxed);
+                }
+                if done.send(FileDone { id: c.id, outcome }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    // Interrupted: leave temp files in place so the next sync resumes them.
+}
+
+fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet<PathBuf>) -> Slot {
+    if let Err(e) = ensure_parent_dirs(root, &f.rel, known) {
+        return Slot::Skipping(Outcome::Failed(e.to_string()));
+    }
+    let opened = if offset == 0 {
+        PartWriter::create(&f.part).map(Some)
+    } else {
+        PartWriter::resume(&f.part, offset)
+    };
+    match opened {
+        Ok(Some(w)) => Slot::Writing(w),
+        Ok(None) => Slot::Skipping(Outcome::Retry),
+        Err(e) => Slot::Skipping(Outcome::Failed(e.to_string())),
+    }
+}
