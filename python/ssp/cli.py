@@ -262,6 +262,12 @@ class _ProgressBar:
     def __init__(self) -> None:
         from tqdm import tqdm
 
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+            sized = size.columns > 0 and size.lines > 0
+        except (OSError, ValueError):
+            sized = False
+        # tqdm draws nothing on a terminal that reports no size (0x0): give it one.
         self._bar = tqdm(
             total=0,
             unit="B",
@@ -269,7 +275,9 @@ class _ProgressBar:
             unit_divisor=1024,
             desc="ssp",
             file=sys.stderr,
-            dynamic_ncols=True,
+            dynamic_ncols=sized,
+            ncols=None if sized else 100,
+            nrows=None if sized else 24,
             leave=True,
         )
 

@@ -227,3 +227,49 @@ def test_python_m_ssp_subcommands(tmp_path, cli_server):
 
     assert done.returncode == 0, done.stderr
     assert_synced(src, dst)
+
+
+def test_cli_progress_bar_on_a_terminal(tmp_path, cli_server):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "bar.bin", payload(32 * MIB))
+    server = cli_server(src)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ssp_client", SECRET, str(dst), HOST, str(server.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=cli_env(),
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        code = proc.wait(300)
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+
+    assert code == 0, terminal
+    assert_synced(src, dst)
+    # tqdm's bar: bytes with a unit, a rate, and the files counter.
+    assert "32.0M" in terminal or "32M" in terminal, terminal
+    assert "/s" in terminal, terminal
+    assert "1/1 files" in terminal, terminal
