@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["client_main", "main", "server_main"]
 
@@ -214,7 +214,7 @@ async def _serve(settings: Settings, prog: str) -> int:
         return _fail(prog, exc)
 
     loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Future] = []
+    stopping: list[asyncio.Future[None]] = []
 
     def request_stop() -> None:
         if not stopping:
@@ -260,7 +260,7 @@ class _ProgressBar:
     """A tqdm bar over the sync's bytes, with files done/total and the engine's rate and ETA."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         try:
             size = os.get_terminal_size(sys.stderr.fileno())
@@ -281,7 +281,7 @@ class _ProgressBar:
             leave=True,
         )
 
-    def update(self, progress: dict) -> None:
+    def update(self, progress: dict[str, Any]) -> None:
         total = int(progress.get("bytes_total") or 0)
         done = int(progress.get("bytes_done") or 0)
         if self._bar.total != total:
