@@ -1,0 +1,255 @@
+//! The PyO3 module `ssp._native`: thin handles over the engine. Arguments are copied into owned
+//! Rust values, the GIL is released while the engine works, and Python is re-entered only for
+//! throttled event callbacks. One process-wide tokio runtime (pyo3-async-runtimes') runs it all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3_async_runtimes::tokio::future_into_py;
+use serde_json::{json, Value};
+
+use crate::error::{Error, ErrorKind};
+use crate::fs::{RelPath, METADATA_DIR};
+use crate::progress::{Event, EventSink};
+use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
+use crate::sync::{Client, ClientConfig, Server, ServerConfig};
+
+create_exception!(_native, SSPError, PyException, "Base class of every SSP engine error.");
+create_exception!(_native, AuthError, SSPError, "The peer does not share our secret.");
+create_exception!(_native, ProtocolError, SSPError, "The peer broke the protocol.");
+create_exception!(_native, PathError, SSPError, "A path was rejected.");
+create_exception!(_native, AddressInUseError, SSPError, "The port is already in use.");
+create_exception!(_native, FolderError, SSPError, "The sync folder is unusable.");
+create_exception!(_native, SSPConnectionError, SSPError, "Connection refused, lost or timed out.");
+create_exception!(_native, DiskError, SSPError, "A local disk operation failed.");
+
+/// Maps an engine error to its Python exception (one class per kind).
+fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e.kind() {
+        ErrorKind::Auth => AuthError::new_err(msg),
+        ErrorKind::Protocol => ProtocolError::new_err(msg),
+        ErrorKind::Path => PathError::new_err(msg),
+        ErrorKind::AddressInUse => AddressInUseError::new_err(msg),
+        ErrorKind::Folder => FolderError::new_err(msg),
+        ErrorKind::Connection => SSPConnectionError::new_err(msg),
+        ErrorKind::Disk => DiskError::new_err(msg),
+        _ => SSPError::new_err(msg),
+    }
+}
+
+/// Converts JSON to plain Python objects (dict, list, str, int, float, bool, None).
+fn to_object<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_pyobject(py)?.into_any(),
+            (_, Some(i)) => i.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_object(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, item) in map {
+                dict.set_item(k, to_object(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+fn snapshot<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let v = serde_json::to_value(value).map_err(|e| SSPError::new_err(e.to_string()))?;
+    to_object(py, &v)
+}
+
+/// Wraps a Python callable `fn(kind, payload)` as an engine event sink. Exceptions it raises
+/// are logged, never propagated into the engine.
+fn event_sink(callback: Option<Py<PyAny>>) -> Option<EventSink> {
+    let callback = callback?;
+    Some(Arc::new(move |event: Event| {
+        let (kind, payload) = match event {
+            Event::Status { status, details } => ("status", json!({"status": status.as_str(), "details": details})),
+            Event::Progress(p) => ("progress", serde_json::to_value(p).unwrap_or(Value::Null)),
+        };
+        Python::attach(|py| {
+            let result = to_object(py, &payload).and_then(|obj| callback.call1(py, (kind, obj)));
+            if let Err(e) = result {
+                tracing::warn!("event callback raised: {e}");
+            }
+        });
+    }))
+}
+
+fn check_chunk_size(chunk_size: usize) -> PyResult<usize> {
+    if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        Ok(chunk_size)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes, got {chunk_size}"
+        )))
+    }
+}
+
+/// A sync server handle (see `_native.pyi`).
+#[pyclass(frozen, module = "ssp._native")]
+struct NativeServer {
+    inner: Arc<Server>,
+}
+
+#[pymethods]
+impl NativeServer {
+    #[new]
+    #[pyo3(signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE))]
+    fn new(shared_secret: String, sync_folder: PathBuf, host: String, port: u16, chunk_size: usize) -> PyResult<Self> {
+        let mut config = ServerConfig::new(shared_secret, sync_folder, host, port);
+        config.chunk_size = check_chunk_size(chunk_size)?;
+        Ok(Self { inner: Arc::new(Server::new(config)) })
+    }
+
+    fn bind<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = Arc::clone(&self.inner);
+        future_into_py(py, async move { server.bind().await.map(|a| a.port()).map_err(to_py) })
+    }
+
+    fn serve<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = Arc::clone(&self.inner);
+        future_into_py(py, async move { server.serve().await.map_err(to_py) })
+    }
+
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = Arc::clone(&self.inner);
+        future_into_py(py, async move {
+            server.stop().await;
+            Ok(())
+        })
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        snapshot(py, &self.inner.status())
+    }
+}
+
+/// A sync client handle (see `_native.pyi`).
+#[pyclass(frozen, module = "ssp._native")]
+struct NativeClient {
+    inner: Arc<Client>,
+}
+
+#[pymethods]
+impl NativeClient {
+    #[new]
+    #[pyo3(signature = (shared_secret, sync_folder, server_host = "localhost".to_owned(), server_port = 8888, chunk_size = None))]
+    fn new(
+        shared_secret: String,
+        sync_folder: PathBuf,
+        server_host: String,
+        server_port: u16,
+        chunk_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let mut config = ClientConfig::new(shared_secret, sync_folder, server_host, server_port);
+        if let Some(size) = chunk_size {
+            config.chunk_size = check_chunk_size(size)?;
+        }
+        Ok(Self { inner: Arc::new(Client::new(config)) })
+    }
+
+    #[pyo3(signature = (on_event = None))]
+    fn connect<'py>(&self, py: Python<'py>, on_event: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let client = Arc::clone(&self.inner);
+        let sink = event_sink(on_event);
+        future_into_py(py, async move { client.connect(sink.as_ref()).await.map_err(to_py) })
+    }
+
+    #[pyo3(signature = (on_event = None))]
+    fn sync<'py>(&self, py: Python<'py>, on_event: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let client = Arc::clone(&self.inner);
+        let sink = event_sink(on_event);
+        future_into_py(py, async move {
+            let stats = client.sync(sink.as_ref()).await.map_err(to_py)?;
+            let value = serde_json::to_value(stats).map_err(|e| SSPError::new_err(e.to_string()))?;
+            Python::attach(|py| to_object(py, &value).map(Bound::unbind))
+        })
+    }
+
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    fn disconnect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = Arc::clone(&self.inner);
+        future_into_py(py, async move {
+            client.disconnect(None).await;
+            Ok(())
+        })
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        snapshot(py, &self.inner.status())
+    }
+}
+
+/// Scans a folder with its hash cache; returns (path, size, hash, mtime seconds, executable).
+#[pyfunction]
+fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<(String, u64, String, f64, bool)>> {
+    let scanned = py.detach(move || {
+        let folder = crate::sync::Folder::open(&folder, false)?;
+        folder.scan()
+    });
+    let scanned = scanned.map_err(to_py)?;
+    Ok(scanned
+        .files
+        .into_iter()
+        .map(|r| {
+            let hash = r.hash.to_hex();
+            (r.path, r.size, hash, r.mtime_ns as f64 / 1e9, r.executable)
+        })
+        .collect())
+}
+
+/// Returns `path` if it is an acceptable relative sync path, else raises `PathError`.
+#[pyfunction]
+fn validate_path(path: &str) -> PyResult<String> {
+    RelPath::parse(path).map(|p| p.as_str().to_owned()).map_err(to_py)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    // Engine logs (tracing, bridged through `log`) go to Python's logging as `ssp.*` loggers.
+    // Levels are not cached, so `logging.basicConfig(level=...)` after import takes effect.
+    if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers) {
+        let _ = logger.install();
+    }
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PROTOCOL_VERSION", PROTOCOL_VERSION)?;
+    m.add("DEFAULT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?;
+    m.add("MIN_CHUNK_SIZE", MIN_CHUNK_SIZE)?;
+    m.add("MAX_CHUNK_SIZE", MAX_CHUNK_SIZE)?;
+    m.add("METADATA_DIR", METADATA_DIR)?;
+    m.add("SSPError", py.get_type::<SSPError>())?;
+    m.add("AuthError", py.get_type::<AuthError>())?;
+    m.add("ProtocolError", py.get_type::<ProtocolError>())?;
+    m.add("PathError", py.get_type::<PathError>())?;
+    m.add("AddressInUseError", py.get_type::<AddressInUseError>())?;
+    m.add("FolderError", py.get_type::<FolderError>())?;
+    m.add("SSPConnectionError", py.get_type::<SSPConnectionError>())?;
+    m.add("DiskError", py.get_type::<DiskError>())?;
+    m.add_class::<NativeServer>()?;
+    m.add_class::<NativeClient>()?;
+    m.add_function(wrap_pyfunction!(scan_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_path, m)?)?;
+    Ok(())
+}
