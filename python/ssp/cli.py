@@ -15,6 +15,7 @@ heavy imports such as tqdm happen only when needed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -238,8 +239,31 @@ async def _serve(settings: Settings, prog: str) -> int:
     return 0
 
 
+def _finish(code: int, argv: Sequence[str] | None) -> int:
+    """Return ``code``; when run as a program (``argv`` is None), exit the process right away.
+
+    Exiting with ``os._exit`` after flushing skips interpreter finalization, which the engine's
+    runtime threads must not race (and which a short-lived command does not need).
+    """
+    if argv is not None:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def server_main(argv: Sequence[str] | None = None, prog: str = "ssp-server") -> int:
-    """``ssp-server [options] SECRET FOLDER [HOST] [PORT]``: serve until SIGINT/SIGTERM."""
+    """``ssp-server [options] SECRET FOLDER [HOST] [PORT]``: serve until SIGINT/SIGTERM.
+
+    Returns the exit status when given ``argv``; with ``argv=None`` (a console script) it reads
+    ``sys.argv`` and exits the process with that status.
+    """
+    return _finish(_server(argv, prog), argv)
+
+
+def _server(argv: Sequence[str] | None, prog: str) -> int:
     settings = _parse(argv, prog, "server")
     _setup_logging(settings, logging.WARNING)
     problem = _check_server_folder(settings.folder)
@@ -331,7 +355,15 @@ async def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
 
 
 def client_main(argv: Sequence[str] | None = None, prog: str = "ssp-client") -> int:
-    """``ssp-client [options] SECRET FOLDER [HOST] [PORT]``: one complete pull, then exit."""
+    """``ssp-client [options] SECRET FOLDER [HOST] [PORT]``: one complete pull, then exit.
+
+    Returns the exit status when given ``argv``; with ``argv=None`` (a console script) it reads
+    ``sys.argv`` and exits the process with that status.
+    """
+    return _finish(_client(argv, prog), argv)
+
+
+def _client(argv: Sequence[str] | None, prog: str) -> int:
     settings = _parse(argv, prog, "client")
     # The client's failure is reported as one line; engine logs only with -v.
     _setup_logging(settings, logging.CRITICAL)
@@ -356,4 +388,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2 if not args or args[0] not in ("-h", "--help") else 0
     command = args.pop(0)
-    return commands[command](args, prog=f"python -m ssp {command}")
+    return _finish(commands[command](args, prog=f"python -m ssp {command}"), argv)

@@ -284,3 +284,36 @@ def test_server_creates_a_missing_folder(tmp_path, serve):
     result = pull(tmp_path / "client", server.port)
     assert result.ok, result.client.last_error
     assert "SYNC_COMPLETED" in statuses_of(result)
+
+
+def test_a_script_using_the_api_exits_cleanly(tmp_path, serve):
+    """A plain script (sync, then fall off the end) must exit 0: the engine's threads may not
+    touch the interpreter while it finalizes. Several runs, as such races are intermittent."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "server"
+    write_file(src, "a.bin", payload(300_000))
+    server = serve(src)
+    script = (
+        "import asyncio, logging, sys\n"
+        "from ssp_client import SSPClient\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "client = SSPClient(sys.argv[1], sys.argv[2], '127.0.0.1', int(sys.argv[3]))\n"
+        "client.set_progress_callback(lambda p: None)\n"
+        "async def main():\n"
+        "    ok = await client.connect() and await client.sync()\n"
+        "    await client.disconnect()\n"
+        "    return ok\n"
+        "assert asyncio.run(main())\n"
+    )
+    for run in range(5):
+        dst = tmp_path / f"client{run}"
+        done = subprocess.run(
+            [sys.executable, "-c", script, SECRET, str(dst), str(server.port)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (run, done.returncode, done.stderr[-2000:])
+        assert_synced(src, dst)
