@@ -206,6 +206,23 @@ class SSPClient:
 
     # -- snapshots -------------------------------------------------------------------------
 
+    # Attributes the original client exposed, now read from the engine.
+    @property
+    def connected(self) -> bool:
+        return bool(self._native.status().get("connected", False))
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self._native.status().get("authenticated", False))
+
+    @property
+    def sync_in_progress(self) -> bool:
+        return bool(self._native.status().get("sync_in_progress", False))
+
+    @property
+    def sync_stats(self) -> dict[str, Any]:
+        return self.get_sync_stats()
+
     def get_sync_stats(self) -> dict[str, Any]:
         """Transfer figures of the current or last sync (``files_received, bytes_received,
         files_sent, bytes_sent, sync_start_time, sync_duration, ...``)."""

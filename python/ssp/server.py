@@ -71,6 +71,11 @@ class SSPServer:
         """Whether the server is listening."""
         return self._listening.is_set()
 
+    @property
+    def clients(self) -> list[str]:
+        """Connected clients as ``"ip:port"`` strings."""
+        return list(self.get_server_status()["clients"])
+
     async def bind(self) -> int:
         """Create the folder if missing and bind the listener; return the bound port.
 
@@ -136,7 +141,11 @@ class SSPServer:
         return self._listening.wait(timeout)
 
     async def stop(self) -> None:
-        """Stop accepting, close every session and wait until they are gone. Idempotent."""
+        """Stop accepting, close every session and wait until they are gone. Idempotent.
+
+        Stops a server that is serving or still binding; a ``stop()`` that comes before
+        ``start()`` was called has no effect on that later ``start()``.
+        """
         with self._lock:
             self._stop_requested = True
             native = self._native

@@ -224,10 +224,15 @@ def test_status_snapshots_have_the_documented_keys(tmp_path, serve):
         assert await client.connect()
         seen["connected"] = client.get_client_status()
         seen["server"] = server.server.get_server_status()
+        # The original's attributes, kept as read-only properties.
+        assert client.connected and client.authenticated and not client.sync_in_progress
+        assert server.server.clients and server.server.running
         assert await client.sync()
         seen["synced"] = client.get_client_status()
         await client.disconnect()
         seen["disconnected"] = client.get_client_status()
+        assert not client.connected
+        assert client.sync_stats["files_received"] == 1
 
     started = time.time()
     asyncio.run(run())
