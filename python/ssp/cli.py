@@ -126,6 +126,13 @@ def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
         parser.error("missing FOLDER")
     if len(positional) > 3:
         parser.error(f"too many arguments: {' '.join(positional[3:])}")
+    if ns.chunk_size is not None:
+        from ssp._native import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+        if not MIN_CHUNK_SIZE <= ns.chunk_size <= MAX_CHUNK_SIZE:
+            parser.error(
+                f"--chunk-size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} bytes"
+            )
     folder = positional[0]
     host = positional[1] if len(positional) > 1 else DEFAULT_HOST
     port = DEFAULT_PORT

@@ -201,7 +201,15 @@ def test_cli_server_stops_cleanly_on_signal(tmp_path, cli_server, signum):
 
 
 def test_cli_usage_errors_exit_2(tmp_path):
-    for args in ([], ["only-a-secret"], [SECRET, str(tmp_path), HOST, "not-a-port"]):
+    for args in (
+        [],
+        ["only-a-secret"],
+        [SECRET, str(tmp_path), HOST, "not-a-port"],
+        [SECRET, str(tmp_path), HOST, "70000"],
+        ["--chunk-size", "1", SECRET, str(tmp_path)],
+        ["--chunk-size", "lots", SECRET, str(tmp_path)],
+        ["--secret-file", str(tmp_path / "missing"), str(tmp_path)],
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "ssp_client", *args],
             capture_output=True,
