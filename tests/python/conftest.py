@@ -362,6 +362,7 @@ __all__ = [
     "ServerThread",
     "assert_synced",
     "cli_env",
+    "client_command",
     "file_digest",
     "free_port",
     "one_error_line",

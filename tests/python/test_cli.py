@@ -13,11 +13,13 @@ import pytest
 
 from conftest import (
     AWKWARD_NAMES,
+    CHUNK_SIZE,
     HOST,
     SECRET,
     SIZES,
     assert_synced,
     cli_env,
+    client_command,
     free_port,
     one_error_line,
     payload,
@@ -282,3 +284,53 @@ def test_cli_progress_bar_on_a_terminal(tmp_path, cli_server):
     assert "32.0M" in terminal or "32M" in terminal, terminal
     assert "/s" in terminal, terminal
     assert "1/1 files" in terminal, terminal
+
+
+def test_cli_resync_after_changes_keeps_client_only_files(tmp_path, cli_server):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "bin/tool.sh", b"#!/bin/sh\n", mtime=1_500_000_000.25, executable=True)
+    write_file(src, "doc.txt", b"first", mtime=1_600_000_000.5)
+    mine = {"local/only.txt": b"mine", "doc.txt.bak": b"backup"}
+    for rel, data in mine.items():
+        write_file(dst, rel, data)
+    server = cli_server(src)
+    assert run_client(dst, server.port).returncode == 0
+
+    write_file(src, "doc.txt", b"second", mtime=1_600_000_100.75)
+    write_file(src, "new/file.bin", payload(CHUNK_SIZE + 3))
+    (src / "bin/tool.sh").chmod(0o644)
+    again = run_client(dst, server.port)
+
+    assert again.returncode == 0, again.stderr
+    assert_synced(src, dst, client_only=mine)
+    for rel, data in mine.items():
+        assert (dst / rel).read_bytes() == data
+
+
+def test_cli_several_clients_at_once(tmp_path, cli_server):
+    src = tmp_path / "server"
+    write_file(src, "big.bin", payload(16 * MIB))
+    for i in range(30):
+        write_file(src, f"small/{i}.txt", payload(i + 1, seed=i))
+    server = cli_server(src)
+    dsts = [tmp_path / f"client{i}" for i in range(3)]
+
+    procs = [
+        subprocess.Popen(
+            [*client_command("console"), SECRET, str(d), HOST, str(server.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        for d in dsts
+    ]
+    results = [(p.wait(300), p.stderr.read() if p.stderr else "") for p in procs]
+
+    for proc in procs:
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+    assert [code for code, _ in results] == [0] * len(dsts), results
+    for dst in dsts:
+        assert_synced(src, dst)
