@@ -253,6 +253,8 @@ class ServerProcess:
             text=True,
         )
         lines: queue.Queue[str | None] = queue.Queue()
+        # Both pipes are drained by threads, so a chatty server never blocks on a full pipe.
+        self._stderr: list[str] = []
 
         def read_stdout() -> None:
             assert self.proc.stdout is not None
@@ -260,7 +262,17 @@ class ServerProcess:
                 lines.put(line)
             lines.put(None)
 
-        threading.Thread(target=read_stdout, daemon=True).start()
+        def read_stderr() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self._stderr.append(line)
+
+        self._readers = [
+            threading.Thread(target=read_stdout, daemon=True),
+            threading.Thread(target=read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
         try:
             line = lines.get(timeout=HANG_S)
         except queue.Empty:
@@ -268,8 +280,8 @@ class ServerProcess:
             raise AssertionError("ssp-server printed nothing") from None
         if line is None:
             self.proc.wait(HANG_S)
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"ssp-server exited {self.proc.returncode}: {stderr}")
+            self._close_pipes()
+            raise AssertionError(f"ssp-server exited {self.proc.returncode}: {self.stderr}")
         match = SERVING_LINE.match(line.rstrip("\n"))
         assert match, f"unexpected first line: {line!r}"
         self.port = int(match["port"])
@@ -284,13 +296,25 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("ssp-server did not stop on a signal") from None
-        stderr = self.proc.stderr.read() if self.proc.stderr else ""
-        return self.proc.returncode, stderr
+        self._close_pipes()
+        return self.proc.returncode, self.stderr
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(HANG_S)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for reader in self._readers:
+            reader.join(HANG_S)  # each ends at EOF, once the process is gone
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 @pytest.fixture

@@ -256,7 +256,7 @@ def test_cli_progress_bar_on_a_terminal(tmp_path, cli_server):
         proc = subprocess.Popen(
             [sys.executable, "-m", "ssp_client", SECRET, str(dst), HOST, str(server.port)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=slave,
             env=cli_env(),
         )
