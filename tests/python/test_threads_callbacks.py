@@ -244,3 +244,27 @@ def test_cancel_sync_stops_it_and_leaves_no_partial_file(tmp_path, serve):
     again = pull(dst, server.port)
     assert again.ok, again.client.last_error
     assert_synced(src, dst)
+
+
+def test_clients_in_several_threads_each_with_its_own_loop(tmp_path, serve):
+    src = tmp_path / "server"
+    write_file(src, "shared.bin", payload(4 * MIB))
+    for i in range(20):
+        write_file(src, f"f/{i}.txt", payload(i + 5, seed=i))
+    server = serve(src)
+    results: dict[int, object] = {}
+
+    def worker(n: int) -> None:
+        result = pull(tmp_path / f"client{n}", server.port)
+        results[n] = (result.ok, result.client.last_error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+
+    assert sorted(results) == [0, 1, 2, 3], results
+    for n, (ok, error) in results.items():
+        assert ok, (n, error)
+        assert_synced(src, tmp_path / f"client{n}")
