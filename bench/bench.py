@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -34,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 ALL_TOOLS = ("ssp", "rsync", "cp")
 ALL_WORKLOADS = ("a", "b", "c")
@@ -42,6 +43,7 @@ TARGET_RATIO = 1.5  # ssp time <= 1.5 x rsync time
 META_DIR = ".ssp"  # SSP's metadata folder (hash cache); never synced, excluded everywhere
 SECRET = "ssp-bench-secret-0123456789"
 MIB = 1 << 20
+SSP_REPORTED = re.compile(r" in ([0-9.]+) s from ")
 KIB = 1 << 10
 
 
@@ -77,7 +79,7 @@ class SourceSpec:
     seed: int
 
 
-def source_specs(quick: bool) -> Dict[str, SourceSpec]:
+def source_specs(quick: bool) -> dict[str, SourceSpec]:
     if quick:
         return {
             "small": SourceSpec("small", 1000, 10, 1 * KIB, 8 * KIB, 1),
@@ -89,12 +91,10 @@ def source_specs(quick: bool) -> Dict[str, SourceSpec]:
     }
 
 
-def workloads(specs: Dict[str, SourceSpec]) -> Dict[str, Workload]:
+def workloads(specs: dict[str, SourceSpec]) -> dict[str, Workload]:
     s, b = specs["small"], specs["big"]
     return {
-        "a": Workload(
-            "a", f"{s.files:,} files of 1-8 KiB in {s.folders} folders", "small", False
-        ),
+        "a": Workload("a", f"{s.files:,} files of 1-8 KiB in {s.folders} folders", "small", False),
         "b": Workload("b", f"one {b.max_size // MIB} MiB file", "big", False),
         "c": Workload("c", f"no-op re-sync of (a): {s.files:,} files unchanged", "small", True),
     }
@@ -137,9 +137,9 @@ class Entry:
     mtime_ns: int
 
 
-def walk(root: Path) -> Dict[str, Entry]:
+def walk(root: Path) -> dict[str, Entry]:
     """Relative path -> entry for everything under root, except the top-level .ssp folder."""
-    out: Dict[str, Entry] = {}
+    out: dict[str, Entry] = {}
     stack = [("", str(root))]
     while stack:
         rel_dir, abs_dir = stack.pop()
@@ -174,8 +174,8 @@ def sha256_file(path: Path) -> str:
 class SourceTree:
     spec: SourceSpec
     path: Path
-    manifest: Dict[str, Entry]
-    hashes: Dict[str, str]
+    manifest: dict[str, Entry]
+    hashes: dict[str, str]
     files: int
     total_bytes: int
 
@@ -189,8 +189,8 @@ def load_source(path: Path, spec: SourceSpec) -> SourceTree:
 
 @dataclass
 class VerifyResult:
-    errors: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def verify(src: SourceTree, dest: Path, rng: random.Random, sample_limit: int) -> VerifyResult:
@@ -253,13 +253,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path,
-                  timeout: float = 60.0) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log_path: Path, timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{what} exited with status {proc.returncode} before listening:\n"
-                             + tail(log_path))
+            raise BenchError(
+                f"{what} exited with status {proc.returncode} before listening:\n" + tail(log_path)
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.5)
             try:
@@ -268,8 +270,10 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path,
             except OSError:
                 pass
         time.sleep(0.05)
-    raise BenchError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout:.0f} s"
-                     f":\n{tail(log_path)}")
+    raise BenchError(
+        f"{what} did not accept connections on 127.0.0.1:{port} within {timeout:.0f} s"
+        f":\n{tail(log_path)}"
+    )
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -280,7 +284,7 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join("    " + line for line in text[-lines:]) or "    (empty log)"
 
 
-def stop_process(proc: Optional[subprocess.Popen], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -296,32 +300,38 @@ def stop_process(proc: Optional[subprocess.Popen], timeout: float = 10.0) -> Non
 class Daemon:
     """A long-running server process whose output goes to a log file."""
 
-    def __init__(self, name: str, cmd: List[str], port: int, log_path: Path,
-                 env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.cmd, self.port, self.log_path = name, cmd, port, log_path
         self.env = env
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=self.env,
-        )
+        with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
         wait_for_port(self.port, self.proc, self.name, self.log_path)
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"{self.name} died (status {self.proc.returncode}):\n"
-                             + tail(self.log_path))
+            raise BenchError(
+                f"{self.name} died (status {self.proc.returncode}):\n" + tail(self.log_path)
+            )
 
     def stop(self) -> None:
         stop_process(self.proc)
         self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 # --------------------------------------------------------------------------- tools
@@ -346,10 +356,10 @@ class Tool:
     def stop(self) -> None:
         """Stop it."""
 
-    def command(self, src: SourceTree, dest: Path) -> List[str]:
+    def command(self, src: SourceTree, dest: Path) -> list[str]:
         raise NotImplementedError
 
-    def env(self) -> Optional[Dict[str, str]]:
+    def env(self) -> dict[str, str] | None:
         return None
 
     def check_alive(self) -> None:
@@ -359,8 +369,9 @@ class Tool:
         cmd = self.command(src, dest)
         env = self.env()
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env, check=False)
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env, check=False
+        )
         seconds = time.perf_counter() - t0
         out = proc.stdout.decode(errors="replace")
         err = proc.stderr.decode(errors="replace")
@@ -376,7 +387,7 @@ class Tool:
 class CpTool(Tool):
     name = "cp"
 
-    def command(self, src: SourceTree, dest: Path) -> List[str]:
+    def command(self, src: SourceTree, dest: Path) -> list[str]:
         # As specified: the whole source folder's content, including SSP's .ssp cache
         # (which is excluded from verification; its size is reported).
         return ["cp", "-a", f"{src.path}/.", f"{dest}/"]
@@ -387,7 +398,7 @@ class RsyncTool(Tool):
 
     def __init__(self, base: Path) -> None:
         super().__init__(base)
-        self.daemon: Optional[Daemon] = None
+        self.daemon: Daemon | None = None
         self.module = ""
 
     def start(self, src: SourceTree, key: str) -> None:
@@ -409,9 +420,16 @@ class RsyncTool(Tool):
         self.port = port
         self.daemon = Daemon(
             "rsync daemon",
-            ["rsync", "--daemon", "--no-detach", f"--config={conf}", f"--port={port}",
-             "--address=127.0.0.1"],
-            port, self.base / f"rsyncd-{key}.out",
+            [
+                "rsync",
+                "--daemon",
+                "--no-detach",
+                f"--config={conf}",
+                f"--port={port}",
+                "--address=127.0.0.1",
+            ],
+            port,
+            self.base / f"rsyncd-{key}.out",
         )
         self.daemon.start()
 
@@ -424,23 +442,24 @@ class RsyncTool(Tool):
         if self.daemon is not None:
             self.daemon.check_alive()
 
-    def command(self, src: SourceTree, dest: Path) -> List[str]:
+    def command(self, src: SourceTree, dest: Path) -> list[str]:
         return ["rsync", "-a", f"rsync://127.0.0.1:{self.port}/{self.module}/", f"{dest}/"]
 
 
 class SspTool(Tool):
     name = "ssp"
 
-    def __init__(self, base: Path, client: str, server: str, client_args: List[str],
-                 server_args: List[str]) -> None:
+    def __init__(
+        self, base: Path, client: str, server: str, client_args: list[str], server_args: list[str]
+    ) -> None:
         super().__init__(base)
         self.client, self.server = client, server
         self.client_args, self.server_args = client_args, server_args
-        self.daemon: Optional[Daemon] = None
+        self.daemon: Daemon | None = None
         self.port = 0
         self._env = dict(os.environ, SSP_SECRET=SECRET)
 
-    def env(self) -> Optional[Dict[str, str]]:
+    def env(self) -> dict[str, str] | None:
         return self._env
 
     def start(self, src: SourceTree, key: str) -> None:
@@ -449,7 +468,9 @@ class SspTool(Tool):
         self.daemon = Daemon(
             "ssp-server",
             [self.server, *self.server_args, str(src.path), "127.0.0.1", str(self.port)],
-            self.port, self.base / f"ssp-server-{key}.log", env=self._env,
+            self.port,
+            self.base / f"ssp-server-{key}.log",
+            env=self._env,
         )
         self.daemon.start()
 
@@ -462,14 +483,14 @@ class SspTool(Tool):
         if self.daemon is not None:
             self.daemon.check_alive()
 
-    def command(self, src: SourceTree, dest: Path) -> List[str]:
+    def command(self, src: SourceTree, dest: Path) -> list[str]:
         return [self.client, *self.client_args, str(dest), "127.0.0.1", str(self.port)]
 
 
 # --------------------------------------------------------------------------- environment
 
 
-def find_ssp(explicit: Optional[str], name: str, near: Optional[str] = None) -> Optional[str]:
+def find_ssp(explicit: str | None, name: str, near: str | None = None) -> str | None:
     """--ssp-xxx path, else the repo's .venv/bin (next to this script), else the client's
     folder (for the server), else PATH."""
     if explicit:
@@ -487,7 +508,7 @@ def find_ssp(explicit: Optional[str], name: str, near: Optional[str] = None) -> 
     return shutil.which(name)
 
 
-def check_tmpfs(path: Path) -> Tuple[bool, str]:
+def check_tmpfs(path: Path) -> tuple[bool, str]:
     """Is ``path`` on tmpfs?  Returns (ok, filesystem type)."""
     best, fstype = "", "unknown"
     try:
@@ -506,7 +527,7 @@ def check_tmpfs(path: Path) -> Tuple[bool, str]:
     return fstype == "tmpfs", fstype
 
 
-def prepare_tmpfs(requested: Optional[str]) -> Tuple[Path, Optional[Path], str]:
+def prepare_tmpfs(requested: str | None) -> tuple[Path, Path | None, str]:
     """Pick the tmpfs base folder.  Returns (base, mountpoint we mounted or None, fs type)."""
     base = Path(requested or "/dev/shm")
     if not base.is_dir():
@@ -516,8 +537,12 @@ def prepare_tmpfs(requested: Optional[str]) -> Tuple[Path, Optional[Path], str]:
         return base, None, fstype
     if os.geteuid() == 0 and shutil.which("mount"):
         mnt = Path(tempfile.mkdtemp(prefix="ssp-bench-mnt-"))
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80%", "tmpfs", str(mnt)],
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=80%", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode == 0:
             log(f"note: {base} is {fstype}, not tmpfs: mounted a tmpfs at {mnt}")
             return mnt, mnt, "tmpfs"
@@ -527,7 +552,7 @@ def prepare_tmpfs(requested: Optional[str]) -> Tuple[Path, Optional[Path], str]:
     return base, None, fstype
 
 
-def first_line(cmd: List[str]) -> str:
+def first_line(cmd: list[str]) -> str:
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -536,7 +561,7 @@ def first_line(cmd: List[str]) -> str:
     return text[0] if text else f"exit status {res.returncode}"
 
 
-def machine_info(ssp_client: Optional[str], fstype: str, base: Path) -> Dict[str, Any]:
+def machine_info(ssp_client: str | None, fstype: str, base: Path) -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -552,7 +577,7 @@ def machine_info(ssp_client: Optional[str], fstype: str, base: Path) -> Dict[str
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 0
-    info: Dict[str, Any] = {
+    info: dict[str, Any] = {
         "nproc": usable,
         "cpu_count": os.cpu_count(),
         "cpu": cpu,
@@ -568,7 +593,22 @@ def machine_info(ssp_client: Optional[str], fstype: str, base: Path) -> Dict[str
     if ssp_client:
         info["ssp_client"] = ssp_client
         info["ssp_version"] = first_line([ssp_client, "--version"])
+        info["ssp_client_startup_s"] = startup_time([ssp_client, "--version"])
+    info["rsync_startup_s"] = startup_time(["rsync", "--version"])
     return info
+
+
+def startup_time(cmd: list[str], runs: int = 5) -> float | None:
+    """Median wall time of a command that does no work (process start-up cost)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        try:
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        except OSError:
+            return None
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -578,9 +618,10 @@ def machine_info(ssp_client: Optional[str], fstype: str, base: Path) -> Dict[str
 class Result:
     tool: str
     workload: str
-    times: List[float] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reported: list[float] = field(default_factory=list)  # ssp-client's own "in X s"
 
     @property
     def median(self) -> float:
@@ -602,8 +643,15 @@ def dir_size(path: Path) -> int:
     return total
 
 
-def run_workload(wl: Workload, src: SourceTree, tools: List[Tool], rounds: int, work: Path,
-                 sample_limit: int, verbose: bool) -> Dict[str, Result]:
+def run_workload(
+    wl: Workload,
+    src: SourceTree,
+    tools: list[Tool],
+    rounds: int,
+    work: Path,
+    sample_limit: int,
+    verbose: bool,
+) -> dict[str, Result]:
     results = {t.name: Result(t.name, wl.key) for t in tools}
     dests = {t.name: work / f"dest-{wl.key}-{t.name}" for t in tools}
     rng = random.Random(1234)
@@ -649,6 +697,9 @@ def run_workload(wl: Workload, src: SourceTree, tools: List[Tool], rounds: int, 
                     empty_dir(dest)  # untimed
                 out = tool.run(src, dest)
                 results[tool.name].times.append(out.seconds)
+                own = SSP_REPORTED.search(out.stdout) if tool.name == "ssp" else None
+                if own:
+                    results[tool.name].reported.append(float(own.group(1)))
                 check(tool, dest, f"round {r + 1}")
                 line.append(f"{tool.name} {out.seconds:.3f}s")
                 if verbose and out.stdout.strip():
@@ -666,13 +717,18 @@ def run_workload(wl: Workload, src: SourceTree, tools: List[Tool], rounds: int, 
 # --------------------------------------------------------------------------- report
 
 
-def fmt_ratio(x: Optional[float]) -> str:
+def fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def build_report(info: Dict[str, Any], args: argparse.Namespace, wls: Dict[str, Workload],
-                 sources: Dict[str, SourceTree], all_results: Dict[str, Dict[str, Result]],
-                 meta_sizes: Dict[str, int]) -> Dict[str, Any]:
+def build_report(
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    wls: dict[str, Workload],
+    sources: dict[str, SourceTree],
+    all_results: dict[str, dict[str, Result]],
+    meta_sizes: dict[str, int],
+) -> dict[str, Any]:
     rows = []
     verdicts = []
     for key, results in all_results.items():
@@ -681,32 +737,39 @@ def build_report(info: Dict[str, Any], args: argparse.Namespace, wls: Dict[str, 
         med = {name: r.median for name, r in results.items()}
         for name, r in results.items():
             m = r.median
-            rows.append({
-                "tool": name,
-                "workload": key,
-                "workload_title": wl.title,
-                "median_s": m,
-                "min_s": min(r.times),
-                "max_s": max(r.times),
-                "times_s": r.times,
-                "files": src.files,
-                "bytes": src.total_bytes,
-                "mb_per_s": None if wl.noop else src.total_bytes / m / 1e6,
-                "files_per_s": src.files / m,
-                "vs_rsync": m / med["rsync"] if "rsync" in med else None,
-                "vs_cp": m / med["cp"] if "cp" in med else None,
-                "warnings": r.warnings,
-                "notes": r.notes,
-            })
+            rows.append(
+                {
+                    "tool": name,
+                    "workload": key,
+                    "workload_title": wl.title,
+                    "median_s": m,
+                    "min_s": min(r.times),
+                    "max_s": max(r.times),
+                    "times_s": r.times,
+                    "files": src.files,
+                    "bytes": src.total_bytes,
+                    "mb_per_s": None if wl.noop else src.total_bytes / m / 1e6,
+                    "files_per_s": src.files / m,
+                    "vs_rsync": m / med["rsync"] if "rsync" in med else None,
+                    "vs_cp": m / med["cp"] if "cp" in med else None,
+                    "warnings": r.warnings,
+                    "client_reported_median_s": statistics.median(r.reported)
+                    if r.reported
+                    else None,
+                    "notes": r.notes,
+                }
+            )
         if "ssp" in med and "rsync" in med:
             ratio = med["ssp"] / med["rsync"]
-            verdicts.append({
-                "workload": key,
-                "ssp_over_rsync": ratio,
-                "ssp_over_cp": med["ssp"] / med["cp"] if "cp" in med else None,
-                "target": TARGET_RATIO,
-                "pass": ratio <= TARGET_RATIO,
-            })
+            verdicts.append(
+                {
+                    "workload": key,
+                    "ssp_over_rsync": ratio,
+                    "ssp_over_cp": med["ssp"] / med["cp"] if "cp" in med else None,
+                    "target": TARGET_RATIO,
+                    "pass": ratio <= TARGET_RATIO,
+                }
+            )
     return {
         "machine": info,
         "settings": {
@@ -719,38 +782,52 @@ def build_report(info: Dict[str, Any], args: argparse.Namespace, wls: Dict[str, 
             "timing": "time.perf_counter around subprocess.run of the whole client command",
             "ssp_meta_bytes_in_source": meta_sizes,
         },
-        "workloads": {k: {"title": wls[k].title, "files": sources[wls[k].source].files,
-                          "bytes": sources[wls[k].source].total_bytes}
-                      for k in all_results},
+        "workloads": {
+            k: {
+                "title": wls[k].title,
+                "files": sources[wls[k].source].files,
+                "bytes": sources[wls[k].source].total_bytes,
+            }
+            for k in all_results
+        },
         "results": rows,
         "verdicts": verdicts,
     }
 
 
-def print_report(rep: Dict[str, Any]) -> None:
+def print_report(rep: dict[str, Any]) -> None:
     info = rep["machine"]
     st = rep["settings"]
     print()
     print("SSP benchmark")
-    print(f"  machine : nproc {info['nproc']} ({info['cpu']}), RAM {info['memory']}, "
-          f"kernel {info['kernel']}, load avg at start "
-          + " ".join(f"{x:.2f}" for x in info["loadavg_at_start"]))
+    print(
+        f"  machine : nproc {info['nproc']} ({info['cpu']}), RAM {info['memory']}, "
+        f"kernel {info['kernel']}, load avg at start "
+        + " ".join(f"{x:.2f}" for x in info["loadavg_at_start"])
+    )
     print(f"  storage : {info['tmp_base']} ({info['tmp_fs']})")
     print(f"  rsync   : {info['rsync']}")
     print(f"  cp      : {info['cp']}")
     if "ssp_version" in info:
         print(f"  ssp     : {info['ssp_version']} ({info['ssp_client']})")
-    print(f"  method  : {st['rounds']} timed rounds per tool, {st['order']}; {st['warm_up']} "
-          "(not timed); each timed run includes process start; every result verified "
-          "against the source (.ssp excluded)")
+    print(
+        f"  method  : {st['rounds']} timed rounds per tool, {st['order']}; {st['warm_up']} "
+        "(not timed); each timed run includes process start; every result verified "
+        "against the source (.ssp excluded)"
+    )
     if st["ssp_meta_bytes_in_source"]:
-        sizes = ", ".join(f"{k}: {v / 1024:.0f} KiB"
-                          for k, v in st["ssp_meta_bytes_in_source"].items())
-        print(f"  note    : cp -a SRC/. copies ssp-server's .ssp cache too ({sizes}); "
-              "rsync excludes it")
+        sizes = ", ".join(
+            f"{k}: {v / 1024:.0f} KiB" for k, v in st["ssp_meta_bytes_in_source"].items()
+        )
+        print(
+            f"  note    : cp -a SRC/. copies ssp-server's .ssp cache too ({sizes}); "
+            "rsync excludes it"
+        )
     print()
-    header = (f"{'workload':<46} {'tool':<6} {'median s':>9} {'min s':>8} {'MB/s':>8} "
-              f"{'files/s':>9} {'vs rsync':>9} {'vs cp':>7}")
+    header = (
+        f"{'workload':<50} {'tool':<6} {'median s':>9} {'min s':>8} {'MB/s':>8} "
+        f"{'files/s':>9} {'vs rsync':>9} {'vs cp':>7}"
+    )
     print(header)
     print("-" * len(header))
     last = None
@@ -758,53 +835,108 @@ def print_report(rep: Dict[str, Any]) -> None:
         wl = f"({row['workload']}) {row['workload_title']}" if row["workload"] != last else ""
         last = row["workload"]
         mbs = "-" if row["mb_per_s"] is None else f"{row['mb_per_s']:.1f}"
-        print(f"{wl:<46} {row['tool']:<6} {row['median_s']:>9.3f} {row['min_s']:>8.3f} "
-              f"{mbs:>8} {row['files_per_s']:>9.0f} {fmt_ratio(row['vs_rsync']):>9} "
-              f"{fmt_ratio(row['vs_cp']):>7}")
+        print(
+            f"{wl:<50} {row['tool']:<6} {row['median_s']:>9.3f} {row['min_s']:>8.3f} "
+            f"{mbs:>8} {row['files_per_s']:>9.0f} {fmt_ratio(row['vs_rsync']):>9} "
+            f"{fmt_ratio(row['vs_cp']):>7}"
+        )
     print()
     for v in rep["verdicts"]:
         extra = "" if v["ssp_over_cp"] is None else f", ssp/cp = {v['ssp_over_cp']:.2f}x"
-        print(f"({v['workload']}) ssp/rsync = {v['ssp_over_rsync']:.2f}x "
-              f"(target <= {v['target']}x): {'PASS' if v['pass'] else 'FAIL'}{extra}")
+        print(
+            f"({v['workload']}) ssp/rsync = {v['ssp_over_rsync']:.2f}x "
+            f"(target <= {v['target']}x): {'PASS' if v['pass'] else 'FAIL'}{extra}"
+        )
     warned = [r for r in rep["results"] if r["warnings"]]
     for r in warned:
         for w in r["warnings"]:
             print(f"warning: {r['tool']} ({r['workload']}): {w}")
+    own = [
+        (r["workload"], r["client_reported_median_s"])
+        for r in rep["results"]
+        if r["client_reported_median_s"] is not None
+    ]
+    if own:
+        print(
+            "ssp-client's own reported sync time (median, excludes interpreter start-up): "
+            + ", ".join(f"({k}) {v:.3f} s" for k, v in own)
+        )
+    if info.get("ssp_client_startup_s") is not None:
+        print(
+            f"process start-up alone (--version, median of 5): ssp-client "
+            f"{info['ssp_client_startup_s']:.3f} s, rsync {info['rsync_startup_s']:.3f} s"
+        )
+    print(
+        "load avg at start / end: "
+        + " ".join(f"{x:.2f}" for x in info["loadavg_at_start"])
+        + " / "
+        + " ".join(f"{x:.2f}" for x in info.get("loadavg_at_end", []))
+    )
     print("(MB/s = 10^6 bytes of file data per second of median time; no-op rows show none)")
 
 
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark ssp-client against rsync (daemon on loopback) and cp -a on tmpfs.",
     )
-    p.add_argument("--rounds", type=int, default=None,
-                   help="timed rounds per tool and workload (default 5; 2 with --quick)")
-    p.add_argument("--workloads", default="a,b,c",
-                   help="comma list of a (10k small files), b (512 MiB file), c (no-op re-sync)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed rounds per tool and workload (default 5; 2 with --quick)",
+    )
+    p.add_argument(
+        "--workloads",
+        default="a,b,c",
+        help="comma list of a (10k small files), b (512 MiB file), c (no-op re-sync)",
+    )
     p.add_argument("--tools", default="ssp,rsync,cp", help="comma list of ssp,rsync,cp")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1,000 small files in 10 folders, a 32 MiB file, 2 rounds")
-    p.add_argument("--ssp-client", help="ssp-client executable (default: the repo's "
-                   ".venv/bin/ssp-client, then PATH)")
-    p.add_argument("--ssp-server", help="ssp-server executable (default: next to ssp-client, "
-                   "the repo's .venv/bin, then PATH)")
-    p.add_argument("--ssp-client-args", default="",
-                   help="extra ssp-client options, e.g. '--chunk-size 1M' (one string)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1,000 small files in 10 folders, a 32 MiB file, 2 rounds",
+    )
+    p.add_argument(
+        "--ssp-client",
+        help="ssp-client executable (default: the repo's .venv/bin/ssp-client, then PATH)",
+    )
+    p.add_argument(
+        "--ssp-server",
+        help="ssp-server executable (default: next to ssp-client, the repo's .venv/bin, then PATH)",
+    )
+    p.add_argument(
+        "--ssp-client-args",
+        default="",
+        help="extra ssp-client options, e.g. '--chunk-size 1M' (one string)",
+    )
     p.add_argument("--ssp-server-args", default="", help="extra ssp-server options (one string)")
     p.add_argument("--tmpdir", help="base folder for the data (default /dev/shm; must be tmpfs)")
-    p.add_argument("--verify-sample", type=int, default=0, metavar="N",
-                   help="hash only N random files per check when there are more (default 0: "
-                   "hash every file)")
-    p.add_argument("--json", action="store_true",
-                   help="print the results as JSON on stdout instead of the table")
+    p.add_argument(
+        "--verify-sample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hash only N random files per check when there are more (default 0: hash every file)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON on stdout instead of the table",
+    )
     p.add_argument("--save", metavar="FILE", help="also write the JSON results to FILE")
-    p.add_argument("--check-target", action="store_true",
-                   help=f"exit with status 3 if ssp/rsync > {TARGET_RATIO} on any workload")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the temporary folder (data and server logs) for inspection")
+    p.add_argument(
+        "--check-target",
+        action="store_true",
+        help=f"exit with status 3 if ssp/rsync > {TARGET_RATIO} on any workload",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (data and server logs) for inspection",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show each client's output")
     args = p.parse_args(argv)
     if args.rounds is None:
@@ -826,13 +958,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     if "rsync" in args.tools and not shutil.which("rsync"):
-        log("error: rsync is not installed. Install it with:\n"
+        log(
+            "error: rsync is not installed. Install it with:\n"
             "    apt-get install -y rsync      (Debian/Ubuntu; run apt-get update first)\n"
-            "or run without it: --tools ssp,cp")
+            "or run without it: --tools ssp,cp"
+        )
         return 2
     if "cp" in args.tools and not shutil.which("cp"):
         log("error: cp not found")
@@ -842,9 +976,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         ssp_client = find_ssp(args.ssp_client, "ssp-client")
         ssp_server = find_ssp(args.ssp_server, "ssp-server", near=ssp_client)
         if not ssp_client or not ssp_server:
-            log("error: ssp-client/ssp-server not found (build with `maturin develop` or "
+            log(
+                "error: ssp-client/ssp-server not found (build with `maturin develop` or "
                 "`pip install .` in the repo's .venv, or pass --ssp-client/--ssp-server); "
-                "to benchmark only the others: --tools rsync,cp")
+                "to benchmark only the others: --tools rsync,cp"
+            )
             return 2
 
     # SIGTERM (and SIGHUP) clean up like Ctrl-C.
@@ -855,16 +991,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         with contextlib.suppress(ValueError, OSError):
             signal.signal(sig, on_signal)
 
-    mounted: Optional[Path] = None
-    work: Optional[Path] = None
+    mounted: Path | None = None
+    work: Path | None = None
     status = 0
     try:
         base, mounted, fstype = prepare_tmpfs(args.tmpdir)
         work = Path(tempfile.mkdtemp(prefix="ssp-bench-", dir=base))
         info = machine_info(ssp_client, fstype, base)
-        log(f"ssp bench: work folder {work} ({fstype}); tools {','.join(args.tools)}; "
+        log(
+            f"ssp bench: work folder {work} ({fstype}); tools {','.join(args.tools)}; "
             f"workloads {','.join(args.workloads)}; {args.rounds} rounds"
-            + (" (quick)" if args.quick else ""))
+            + (" (quick)" if args.quick else "")
+        )
 
         specs = source_specs(args.quick)
         wls = workloads(specs)
@@ -873,40 +1011,51 @@ def main(argv: Optional[List[str]] = None) -> int:
             if wls[w].source not in needed:
                 needed.append(wls[w].source)
         need_bytes = sum(specs[n].files * specs[n].max_size for n in needed) * (
-            1 + len(args.tools) + 1)
+            1 + len(args.tools) + 1
+        )
         free = shutil.disk_usage(work).free
         if free < need_bytes:
-            raise BenchError(f"{work}: {free / MIB:.0f} MiB free, need about "
-                             f"{need_bytes / MIB:.0f} MiB")
+            raise BenchError(
+                f"{work}: {free / MIB:.0f} MiB free, need about {need_bytes / MIB:.0f} MiB"
+            )
 
-        sources: Dict[str, SourceTree] = {}
+        sources: dict[str, SourceTree] = {}
         for n in needed:
             t0 = time.perf_counter()
             path = work / f"src-{n}"
             generate_tree(path, specs[n])
             sources[n] = load_source(path, specs[n])
             s = sources[n]
-            log(f"source {n}: {s.files:,} files, {s.total_bytes / MIB:.1f} MiB "
-                f"(generated in {time.perf_counter() - t0:.1f} s)")
+            log(
+                f"source {n}: {s.files:,} files, {s.total_bytes / MIB:.1f} MiB "
+                f"(generated in {time.perf_counter() - t0:.1f} s)"
+            )
 
-        tools: List[Tool] = []
+        tools: list[Tool] = []
         for name in args.tools:
             if name == "ssp":
                 assert ssp_client and ssp_server
-                tools.append(SspTool(work, ssp_client, ssp_server,
-                                     shlex.split(args.ssp_client_args),
-                                     shlex.split(args.ssp_server_args)))
+                tools.append(
+                    SspTool(
+                        work,
+                        ssp_client,
+                        ssp_server,
+                        shlex.split(args.ssp_client_args),
+                        shlex.split(args.ssp_server_args),
+                    )
+                )
             elif name == "rsync":
                 tools.append(RsyncTool(work))
             else:
                 tools.append(CpTool(work))
 
-        all_results: Dict[str, Dict[str, Result]] = {}
+        all_results: dict[str, dict[str, Result]] = {}
         for w in args.workloads:
             wl = wls[w]
             log(f"workload ({w}): {wl.title}")
-            all_results[w] = run_workload(wl, sources[wl.source], tools, args.rounds, work,
-                                          args.verify_sample, args.verbose)
+            all_results[w] = run_workload(
+                wl, sources[wl.source], tools, args.rounds, work, args.verify_sample, args.verbose
+            )
         meta_sizes = {}
         if "ssp" in args.tools:
             for n, s in sources.items():
@@ -914,6 +1063,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if meta.is_dir():
                     meta_sizes[n] = dir_size(meta)
 
+        info["loadavg_at_end"] = list(os.getloadavg())
         rep = build_report(info, args, wls, sources, all_results, meta_sizes)
         if args.json:
             json.dump(rep, sys.stdout, indent=2)
