@@ -491,17 +491,15 @@ class SspTool(Tool):
 
 
 def find_ssp(explicit: str | None, name: str, near: str | None = None) -> str | None:
-    """--ssp-xxx path, else the repo's .venv/bin (next to this script), else the client's
-    folder (for the server), else PATH."""
+    """--ssp-xxx path, else (for the server) the client's folder, else the repo's .venv/bin
+    (next to this script), else PATH."""
     if explicit:
         path = shutil.which(explicit) or explicit
         if not os.access(path, os.X_OK):
             raise BenchError(f"{name}: {explicit} is not an executable")
         return os.path.abspath(path)
     repo_venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / name
-    candidates = [repo_venv]
-    if near:
-        candidates.append(Path(near).parent / name)
+    candidates = [Path(near).parent / name, repo_venv] if near else [repo_venv]
     for cand in candidates:
         if cand.is_file() and os.access(cand, os.X_OK):
             return str(cand)
@@ -987,6 +985,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too, explicitly: a shell's background job inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):
             signal.signal(sig, on_signal)
