@@ -649,6 +649,7 @@ def run_workload(
     work: Path,
     sample_limit: int,
     verbose: bool,
+    settle: float = 0.0,
 ) -> dict[str, Result]:
     results = {t.name: Result(t.name, wl.key) for t in tools}
     dests = {t.name: work / f"dest-{wl.key}-{t.name}" for t in tools}
@@ -693,12 +694,18 @@ def run_workload(
                 dest = dests[tool.name]
                 if not wl.noop:
                     empty_dir(dest)  # untimed
+                if settle:
+                    time.sleep(settle)
                 out = tool.run(src, dest)
                 results[tool.name].times.append(out.seconds)
                 own = SSP_REPORTED.search(out.stdout) if tool.name == "ssp" else None
                 if own:
                     results[tool.name].reported.append(float(own.group(1)))
                 check(tool, dest, f"round {r + 1}")
+                if not wl.noop:
+                    # Free it now (untimed): one destination at a time keeps the memory
+                    # footprint flat, so no tool pays for fresh pages the others left behind.
+                    shutil.rmtree(dest)
                 line.append(f"{tool.name} {out.seconds:.3f}s")
                 if verbose and out.stdout.strip():
                     log(f"    {tool.name}: {out.stdout.strip().splitlines()[-1]}")
@@ -935,6 +942,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the temporary folder (data and server logs) for inspection",
     )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause before each timed run (after preparing the destination; default 0)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show each client's output")
     args = p.parse_args(argv)
     if args.rounds is None:
@@ -1054,7 +1068,14 @@ def main(argv: list[str] | None = None) -> int:
             wl = wls[w]
             log(f"workload ({w}): {wl.title}")
             all_results[w] = run_workload(
-                wl, sources[wl.source], tools, args.rounds, work, args.verify_sample, args.verbose
+                wl,
+                sources[wl.source],
+                tools,
+                args.rounds,
+                work,
+                args.verify_sample,
+                args.verbose,
+                args.settle,
             )
         meta_sizes = {}
         if "ssp" in args.tools:
