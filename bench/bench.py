@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -323,6 +324,18 @@ class Daemon:
             )
         wait_for_port(self.port, self.proc, self.name, self.log_path)
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server and its reaped children (rsync forks per client)."""
+        if self.proc is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(
@@ -342,6 +355,7 @@ class RunOutput:
     seconds: float
     stdout: str
     stderr: str
+    cpu: float  # the client process's user + system CPU seconds (children included)
 
 
 class Tool:
@@ -368,11 +382,14 @@ class Tool:
     def run(self, src: SourceTree, dest: Path) -> RunOutput:
         cmd = self.command(src, dest)
         env = self.env()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run(
             cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env, check=False
         )
         seconds = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         out = proc.stdout.decode(errors="replace")
         err = proc.stderr.decode(errors="replace")
         if proc.returncode != 0:
@@ -381,7 +398,11 @@ class Tool:
                 f"{self.name} failed with exit status {proc.returncode}: {shlex.join(cmd)}\n"
                 f"  stdout: {out.strip()[-2000:]}\n  stderr: {err.strip()[-2000:]}"
             )
-        return RunOutput(seconds, out, err)
+        return RunOutput(seconds, out, err, cpu)
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds used so far by this tool's server (None: no server)."""
+        return None
 
 
 class CpTool(Tool):
@@ -442,6 +463,9 @@ class RsyncTool(Tool):
         if self.daemon is not None:
             self.daemon.check_alive()
 
+    def server_cpu(self) -> float | None:
+        return None if self.daemon is None else self.daemon.cpu_seconds()
+
     def command(self, src: SourceTree, dest: Path) -> list[str]:
         return ["rsync", "-a", f"rsync://127.0.0.1:{self.port}/{self.module}/", f"{dest}/"]
 
@@ -482,6 +506,9 @@ class SspTool(Tool):
     def check_alive(self) -> None:
         if self.daemon is not None:
             self.daemon.check_alive()
+
+    def server_cpu(self) -> float | None:
+        return None if self.daemon is None else self.daemon.cpu_seconds()
 
     def command(self, src: SourceTree, dest: Path) -> list[str]:
         return [self.client, *self.client_args, str(dest), "127.0.0.1", str(self.port)]
@@ -620,6 +647,8 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reported: list[float] = field(default_factory=list)  # ssp-client's own "in X s"
+    cpu_client: list[float] = field(default_factory=list)
+    cpu_server: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -696,12 +725,17 @@ def run_workload(
                     empty_dir(dest)  # untimed
                 if settle:
                     time.sleep(settle)
+                cpu0 = tool.server_cpu()
                 out = tool.run(src, dest)
                 results[tool.name].times.append(out.seconds)
+                results[tool.name].cpu_client.append(out.cpu)
                 own = SSP_REPORTED.search(out.stdout) if tool.name == "ssp" else None
                 if own:
                     results[tool.name].reported.append(float(own.group(1)))
                 check(tool, dest, f"round {r + 1}")
+                cpu1 = tool.server_cpu()  # read after the check: rsync's child is reaped by now
+                if cpu0 is not None and cpu1 is not None:
+                    results[tool.name].cpu_server.append(cpu1 - cpu0)
                 if not wl.noop:
                     # Free it now (untimed): one destination at a time keeps the memory
                     # footprint flat, so no tool pays for fresh pages the others left behind.
@@ -758,6 +792,10 @@ def build_report(
                     "vs_rsync": m / med["rsync"] if "rsync" in med else None,
                     "vs_cp": m / med["cp"] if "cp" in med else None,
                     "warnings": r.warnings,
+                    "cpu_client_median_s": statistics.median(r.cpu_client),
+                    "cpu_server_median_s": statistics.median(r.cpu_server)
+                    if r.cpu_server
+                    else None,
                     "client_reported_median_s": statistics.median(r.reported)
                     if r.reported
                     else None,
@@ -830,20 +868,23 @@ def print_report(rep: dict[str, Any]) -> None:
         )
     print()
     header = (
-        f"{'workload':<50} {'tool':<6} {'median s':>9} {'min s':>8} {'MB/s':>8} "
-        f"{'files/s':>9} {'vs rsync':>9} {'vs cp':>7}"
+        f"  {'tool':<6} {'median s':>9} {'min s':>8} {'MB/s':>8} {'files/s':>9} "
+        f"{'vs rsync':>9} {'vs cp':>7} {'cpu client s':>13} {'cpu server s':>13}"
     )
     print(header)
     print("-" * len(header))
     last = None
     for row in rep["results"]:
-        wl = f"({row['workload']}) {row['workload_title']}" if row["workload"] != last else ""
-        last = row["workload"]
+        if row["workload"] != last:
+            print(f"({row['workload']}) {row['workload_title']}")
+            last = row["workload"]
         mbs = "-" if row["mb_per_s"] is None else f"{row['mb_per_s']:.1f}"
+        srv = row["cpu_server_median_s"]
         print(
-            f"{wl:<50} {row['tool']:<6} {row['median_s']:>9.3f} {row['min_s']:>8.3f} "
-            f"{mbs:>8} {row['files_per_s']:>9.0f} {fmt_ratio(row['vs_rsync']):>9} "
-            f"{fmt_ratio(row['vs_cp']):>7}"
+            f"  {row['tool']:<6} {row['median_s']:>9.3f} {row['min_s']:>8.3f} {mbs:>8} "
+            f"{row['files_per_s']:>9.0f} {fmt_ratio(row['vs_rsync']):>9} "
+            f"{fmt_ratio(row['vs_cp']):>7} {row['cpu_client_median_s']:>13.2f} "
+            f"{'-' if srv is None else f'{srv:.2f}':>13}"
         )
     print()
     for v in rep["verdicts"]:
@@ -877,7 +918,10 @@ def print_report(rep: dict[str, Any]) -> None:
         + " / "
         + " ".join(f"{x:.2f}" for x in info.get("loadavg_at_end", []))
     )
-    print("(MB/s = 10^6 bytes of file data per second of median time; no-op rows show none)")
+    print(
+        "(MB/s = 10^6 bytes of file data per second of median time, none for the no-op; "
+        "cpu = median user+system seconds of the client process and of the server per run)"
+    )
 
 
 # --------------------------------------------------------------------------- main
