@@ -80,7 +80,10 @@ impl Error {
 
     /// Wraps an I/O error with what we were doing.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn protocol(msg: impl Into<String>) -> Self {

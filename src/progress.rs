@@ -78,7 +78,10 @@ pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 /// Emits a status event if there is a sink.
 pub(crate) fn emit_status(sink: Option<&EventSink>, status: Status, details: impl Into<String>) {
     if let Some(sink) = sink {
-        sink(Event::Status { status, details: details.into() });
+        sink(Event::Status {
+            status,
+            details: details.into(),
+        });
     }
 }
 
@@ -135,7 +138,11 @@ impl TransferCounters {
         let bytes_done = self.bytes_done.load(Ordering::Relaxed);
         let cur = self.current.lock().map(|c| c.clone()).unwrap_or_default();
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { bytes_done as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            bytes_done as f64 / elapsed
+        } else {
+            0.0
+        };
         let remaining = self.bytes_total.saturating_sub(bytes_done) as f64;
         Progress {
             phase: if finished { "done" } else { "receiving" },
@@ -144,13 +151,23 @@ impl TransferCounters {
             file_path: cur.path,
             chunk_index: cur.chunk_index,
             total_chunks: cur.size.div_ceil(self.chunk_size).max(1),
-            progress: if cur.size == 0 { 100.0 } else { cur.done as f64 * 100.0 / cur.size as f64 },
+            progress: if cur.size == 0 {
+                100.0
+            } else {
+                cur.done as f64 * 100.0 / cur.size as f64
+            },
             files_done,
             files_total: self.files_total,
             bytes_done,
             bytes_total: self.bytes_total,
             rate_bps: rate,
-            eta_s: if finished { Some(0.0) } else if rate > 0.0 { Some(remaining / rate) } else { None },
+            eta_s: if finished {
+                Some(0.0)
+            } else if rate > 0.0 {
+                Some(remaining / rate)
+            } else {
+                None
+            },
         }
     }
 }
@@ -165,7 +182,10 @@ mod tests {
         c.add_bytes("a", 250, 100, 100);
         c.add_bytes("a", 250, 200, 100);
         let p = c.snapshot(false);
-        assert_eq!((p.bytes_done, p.bytes_total, p.chunk_index, p.total_chunks), (200, 300, 2, 3));
+        assert_eq!(
+            (p.bytes_done, p.bytes_total, p.chunk_index, p.total_chunks),
+            (200, 300, 2, 3)
+        );
         assert!((p.progress - 80.0).abs() < 1e-9);
         assert_eq!(p.phase, "receiving");
         let done = c.snapshot(true);

@@ -18,14 +18,49 @@ use crate::progress::{Event, EventSink};
 use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
 use crate::sync::{Client, ClientConfig, Server, ServerConfig};
 
-create_exception!(_native, SSPError, PyException, "Base class of every SSP engine error.");
-create_exception!(_native, AuthError, SSPError, "The peer does not share our secret.");
-create_exception!(_native, ProtocolError, SSPError, "The peer broke the protocol.");
+create_exception!(
+    _native,
+    SSPError,
+    PyException,
+    "Base class of every SSP engine error."
+);
+create_exception!(
+    _native,
+    AuthError,
+    SSPError,
+    "The peer does not share our secret."
+);
+create_exception!(
+    _native,
+    ProtocolError,
+    SSPError,
+    "The peer broke the protocol."
+);
 create_exception!(_native, PathError, SSPError, "A path was rejected.");
-create_exception!(_native, AddressInUseError, SSPError, "The port is already in use.");
-create_exception!(_native, FolderError, SSPError, "The sync folder is unusable.");
-create_exception!(_native, SSPConnectionError, SSPError, "Connection refused, lost or timed out.");
-create_exception!(_native, DiskError, SSPError, "A local disk operation failed.");
+create_exception!(
+    _native,
+    AddressInUseError,
+    SSPError,
+    "The port is already in use."
+);
+create_exception!(
+    _native,
+    FolderError,
+    SSPError,
+    "The sync folder is unusable."
+);
+create_exception!(
+    _native,
+    SSPConnectionError,
+    SSPError,
+    "Connection refused, lost or timed out."
+);
+create_exception!(
+    _native,
+    DiskError,
+    SSPError,
+    "A local disk operation failed."
+);
 
 /// Maps an engine error to its Python exception (one class per kind).
 fn to_py(e: Error) -> PyErr {
@@ -81,7 +116,10 @@ fn event_sink(callback: Option<Py<PyAny>>) -> Option<EventSink> {
     let callback = callback?;
     Some(Arc::new(move |event: Event| {
         let (kind, payload) = match event {
-            Event::Status { status, details } => ("status", json!({"status": status.as_str(), "details": details})),
+            Event::Status { status, details } => (
+                "status",
+                json!({"status": status.as_str(), "details": details}),
+            ),
             Event::Progress(p) => ("progress", serde_json::to_value(p).unwrap_or(Value::Null)),
         };
         Python::attach(|py| {
@@ -113,15 +151,25 @@ struct NativeServer {
 impl NativeServer {
     #[new]
     #[pyo3(signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE))]
-    fn new(shared_secret: String, sync_folder: PathBuf, host: String, port: u16, chunk_size: usize) -> PyResult<Self> {
+    fn new(
+        shared_secret: String,
+        sync_folder: PathBuf,
+        host: String,
+        port: u16,
+        chunk_size: usize,
+    ) -> PyResult<Self> {
         let mut config = ServerConfig::new(shared_secret, sync_folder, host, port);
         config.chunk_size = check_chunk_size(chunk_size)?;
-        Ok(Self { inner: Arc::new(Server::new(config)) })
+        Ok(Self {
+            inner: Arc::new(Server::new(config)),
+        })
     }
 
     fn bind<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = Arc::clone(&self.inner);
-        future_into_py(py, async move { server.bind().await.map(|a| a.port()).map_err(to_py) })
+        future_into_py(py, async move {
+            server.bind().await.map(|a| a.port()).map_err(to_py)
+        })
     }
 
     fn serve<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -163,23 +211,36 @@ impl NativeClient {
         if let Some(size) = chunk_size {
             config.chunk_size = check_chunk_size(size)?;
         }
-        Ok(Self { inner: Arc::new(Client::new(config)) })
+        Ok(Self {
+            inner: Arc::new(Client::new(config)),
+        })
     }
 
     #[pyo3(signature = (on_event = None))]
-    fn connect<'py>(&self, py: Python<'py>, on_event: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn connect<'py>(
+        &self,
+        py: Python<'py>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let client = Arc::clone(&self.inner);
         let sink = event_sink(on_event);
-        future_into_py(py, async move { client.connect(sink.as_ref()).await.map_err(to_py) })
+        future_into_py(py, async move {
+            client.connect(sink.as_ref()).await.map_err(to_py)
+        })
     }
 
     #[pyo3(signature = (on_event = None))]
-    fn sync<'py>(&self, py: Python<'py>, on_event: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn sync<'py>(
+        &self,
+        py: Python<'py>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let client = Arc::clone(&self.inner);
         let sink = event_sink(on_event);
         future_into_py(py, async move {
             let stats = client.sync(sink.as_ref()).await.map_err(to_py)?;
-            let value = serde_json::to_value(stats).map_err(|e| SSPError::new_err(e.to_string()))?;
+            let value =
+                serde_json::to_value(stats).map_err(|e| SSPError::new_err(e.to_string()))?;
             Python::attach(|py| to_object(py, &value).map(Bound::unbind))
         })
     }
@@ -201,9 +262,12 @@ impl NativeClient {
     }
 }
 
-/// Scans a folder with its hash cache; returns (path, size, hash, mtime seconds, executable).
+/// One scanned file as Python sees it: (path, size, hex hash, mtime seconds, executable).
+type ScannedFile = (String, u64, String, f64, bool);
+
+/// Scans a folder with its hash cache.
 #[pyfunction]
-fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<(String, u64, String, f64, bool)>> {
+fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
     let scanned = py.detach(move || {
         let folder = crate::sync::Folder::open(&folder, false)?;
         folder.scan()
@@ -222,7 +286,9 @@ fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<(String, u64, St
 /// Returns `path` if it is an acceptable relative sync path, else raises `PathError`.
 #[pyfunction]
 fn validate_path(path: &str) -> PyResult<String> {
-    RelPath::parse(path).map(|p| p.as_str().to_owned()).map_err(to_py)
+    RelPath::parse(path)
+        .map(|p| p.as_str().to_owned())
+        .map_err(to_py)
 }
 
 #[pymodule]

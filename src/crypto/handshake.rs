@@ -28,12 +28,18 @@ pub struct SessionKeys {
 impl SessionKeys {
     /// The client's (sealer, opener).
     pub fn client_side(&self) -> (Sealer, Opener) {
-        (Sealer::new(&self.client_to_server), Opener::new(&self.server_to_client))
+        (
+            Sealer::new(&self.client_to_server),
+            Opener::new(&self.server_to_client),
+        )
     }
 
     /// The server's (sealer, opener).
     pub fn server_side(&self) -> (Sealer, Opener) {
-        (Sealer::new(&self.server_to_client), Opener::new(&self.client_to_server))
+        (
+            Sealer::new(&self.server_to_client),
+            Opener::new(&self.client_to_server),
+        )
     }
 }
 
@@ -45,7 +51,12 @@ struct Schedule {
     keys: SessionKeys,
 }
 
-fn transcript_hash(hello_client: &[u8], hello_server: &[u8], msg_a: &[u8], msg_b: &[u8]) -> [u8; 32] {
+fn transcript_hash(
+    hello_client: &[u8],
+    hello_server: &[u8],
+    msg_a: &[u8],
+    msg_b: &[u8],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"ssp/2 handshake transcript");
     for part in [hello_client, hello_server, msg_a, msg_b] {
@@ -122,7 +133,8 @@ impl ClientAwaitReply {
         let s = schedule(&shared, t);
         if !verify(&s.server_confirm, &s.transcript, server_confirm) {
             return Err(Error::Auth(
-                "the server does not know our shared secret (check the secret on both sides)".into(),
+                "the server does not know our shared secret (check the secret on both sides)"
+                    .into(),
             ));
         }
         Ok((mac(&s.client_confirm, &s.transcript), s.keys))
@@ -162,7 +174,9 @@ impl ServerAwaitConfirm {
         if verify(&s.client_confirm, &s.transcript, client_confirm) {
             Ok(s.keys)
         } else {
-            Err(Error::Auth("the client does not know our shared secret".into()))
+            Err(Error::Auth(
+                "the client does not know our shared secret".into(),
+            ))
         }
     }
 }

@@ -28,7 +28,10 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer for the direction keyed by `key`.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(key.into()), counter: 0 }
+        Self {
+            cipher: Aes256Gcm::new(key.into()),
+            counter: 0,
+        }
     }
 
     /// Encrypts `buf` in place and returns the tag to append.
@@ -58,7 +61,10 @@ pub struct Opener {
 impl Opener {
     /// An opener for the direction keyed by `key`.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(key.into()), counter: 0 }
+        Self {
+            cipher: Aes256Gcm::new(key.into()),
+            counter: 0,
+        }
     }
 
     /// Authenticates and decrypts `body` (ciphertext ‖ tag) in place, leaving the plaintext.

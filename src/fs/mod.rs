@@ -6,9 +6,11 @@ mod scan;
 mod write;
 
 pub use relpath::RelPath;
-pub use scan::{hash_file, scan_folder, ScanResult};
-pub use write::{apply_metadata, ensure_parent_dirs, part_path, FinishError, PartWriter, Written, PART_PREFIX};
 pub(crate) use scan::check_folder;
+pub use scan::{hash_file, scan_folder, ScanResult};
+pub use write::{
+    apply_metadata, ensure_parent_dirs, part_path, FinishError, PartWriter, Written, PART_PREFIX,
+};
 
 /// Per-folder metadata directory: the index store lives here. Never synced.
 pub const METADATA_DIR: &str = ".ssp";

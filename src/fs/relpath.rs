@@ -20,7 +20,12 @@ pub struct RelPath(String);
 impl RelPath {
     /// Parses `s`, rejecting anything that could name a place outside the folder.
     pub fn parse(s: &str) -> Result<RelPath> {
-        let bad = |reason: &'static str| Err(Error::BadPath { path: s.to_owned(), reason });
+        let bad = |reason: &'static str| {
+            Err(Error::BadPath {
+                path: s.to_owned(),
+                reason,
+            })
+        };
         if s.is_empty() {
             return bad("empty path");
         }
@@ -106,15 +111,30 @@ mod tests {
             ("dir/.ssp-part-0123", "temp file"),
         ];
         for (path, why) in table {
-            assert!(RelPath::parse(path).is_err(), "{why}: {path:?} was accepted");
+            assert!(
+                RelPath::parse(path).is_err(),
+                "{why}: {path:?} was accepted"
+            );
         }
         assert!(RelPath::parse(&"a/".repeat(3000)).is_err(), "too long");
-        assert!(RelPath::parse(&"x".repeat(300)).is_err(), "component too long");
+        assert!(
+            RelPath::parse(&"x".repeat(300)).is_err(),
+            "component too long"
+        );
     }
 
     #[test]
     fn ordinary_paths_are_accepted() {
-        for path in ["a", "a/b/c.txt", "sub/.ssp", ".hidden", "ünïcødé/日本語.txt", "a..b", "...", "x/.sspx"] {
+        for path in [
+            "a",
+            "a/b/c.txt",
+            "sub/.ssp",
+            ".hidden",
+            "ünïcødé/日本語.txt",
+            "a..b",
+            "...",
+            "x/.sspx",
+        ] {
             assert_eq!(RelPath::parse(path).unwrap().as_str(), path);
         }
     }

@@ -45,12 +45,17 @@ pub fn hash_file(path: &Path) -> io::Result<Hash> {
 }
 
 fn mtime_ns(md: &std::fs::Metadata) -> i64 {
-    md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec())
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
 }
 
 /// Checks that `root` is a readable folder.
 pub(crate) fn check_folder(root: &Path) -> Result<()> {
-    let folder_err = |reason: String| Error::Folder { path: root.to_path_buf(), reason };
+    let folder_err = |reason: String| Error::Folder {
+        path: root.to_path_buf(),
+        reason,
+    };
     match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => std::fs::read_dir(root)
             .map(|_| ())
@@ -102,7 +107,11 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             }
             continue;
         }
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(PART_PREFIX)) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PART_PREFIX))
+        {
             out.parts.push(entry.path().to_path_buf());
             continue;
         }
@@ -121,9 +130,9 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
         };
         let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
         let executable = md.mode() & 0o111 != 0;
-        let cached = cache.remove(&rel).filter(|c| {
-            !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode
-        });
+        let cached = cache
+            .remove(&rel)
+            .filter(|c| !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode);
         let record = match cached {
             Some(c) if c.executable == executable => c,
             Some(mut c) => {
@@ -188,7 +197,11 @@ mod tests {
 
         let first = scan_folder(root, Some(&store)).unwrap();
         let paths: Vec<_> = first.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["a/b/one", "two"], "symlinks, temp files and .ssp are not listed");
+        assert_eq!(
+            paths,
+            ["a/b/one", "two"],
+            "symlinks, temp files and .ssp are not listed"
+        );
         assert_eq!(first.hashed, 2);
         assert_eq!(first.parts.len(), 1);
         assert_eq!(first.files[0].hash, Hash(*blake3::hash(b"1").as_bytes()));
@@ -197,7 +210,8 @@ mod tests {
         assert_eq!(second.hashed, 0, "unchanged files are not re-hashed");
 
         std::fs::write(root.join("two"), b"333").unwrap();
-        std::fs::set_permissions(root.join("a/b/one"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("a/b/one"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         let third = scan_folder(root, Some(&store)).unwrap();
         assert_eq!(third.hashed, 1);
         assert!(third.files[0].executable);

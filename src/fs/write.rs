@@ -44,7 +44,8 @@ pub fn ensure_parent_dirs(root: &Path, rel: &RelPath, known: &mut HashSet<PathBu
             Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let md = std::fs::symlink_metadata(&dir).context(|| dir.display().to_string())?;
+                    let md =
+                        std::fs::symlink_metadata(&dir).context(|| dir.display().to_string())?;
                     if !md.is_dir() {
                         return Err(Error::io(dir.display().to_string(), e));
                     }
@@ -88,12 +89,20 @@ fn set_metadata(file: &File, path: &Path, mtime_ns: i64, executable: bool) -> Re
         .context(|| format!("setting mtime of {}", path.display()))?;
     let md = file.metadata().context(|| path.display().to_string())?;
     let mode = md.mode() & 0o7777;
-    let want = if executable { mode | ((mode & 0o444) >> 2) } else { mode & !0o111 };
+    let want = if executable {
+        mode | ((mode & 0o444) >> 2)
+    } else {
+        mode & !0o111
+    };
     if want != mode {
         file.set_permissions(std::fs::Permissions::from_mode(want))
             .context(|| format!("setting permissions of {}", path.display()))?;
     }
-    Ok(Written { size: md.len(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(), inode: md.ino() })
+    Ok(Written {
+        size: md.len(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        inode: md.ino(),
+    })
 }
 
 /// Fixes mtime and executable bit of an existing regular file without following symlinks.
@@ -130,7 +139,12 @@ impl PartWriter {
             .truncate(true)
             .open(path)
             .context(|| format!("creating {}", path.display()))?;
-        Ok(PartWriter { file, path: path.to_path_buf(), hasher: blake3::Hasher::new(), written: 0 })
+        Ok(PartWriter {
+            file,
+            path: path.to_path_buf(),
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        })
     }
 
     /// Reopens a temp file that holds exactly `offset` bytes, hashing what it has.
@@ -148,14 +162,22 @@ impl PartWriter {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
-            let n = file.read(&mut buf).context(|| format!("reading {}", path.display()))?;
+            let n = file
+                .read(&mut buf)
+                .context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
         }
-        file.seek(SeekFrom::End(0)).context(|| path.display().to_string())?;
-        Ok(Some(PartWriter { file, path: path.to_path_buf(), hasher, written: offset }))
+        file.seek(SeekFrom::End(0))
+            .context(|| path.display().to_string())?;
+        Ok(Some(PartWriter {
+            file,
+            path: path.to_path_buf(),
+            hasher,
+            written: offset,
+        }))
     }
 
     /// Bytes in the temp file so far.
@@ -165,7 +187,9 @@ impl PartWriter {
 
     /// Appends `data`.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).context(|| format!("writing {}", self.path.display()))?;
+        self.file
+            .write_all(data)
+            .context(|| format!("writing {}", self.path.display()))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
@@ -177,7 +201,13 @@ impl PartWriter {
     }
 
     /// Checks the hash, applies mtime and executable bit, and renames onto `target`.
-    pub fn finish(self, expected: &Hash, mtime_ns: i64, executable: bool, target: &Path) -> Result<Written, FinishError> {
+    pub fn finish(
+        self,
+        expected: &Hash,
+        mtime_ns: i64,
+        executable: bool,
+        target: &Path,
+    ) -> Result<Written, FinishError> {
         if Hash(*self.hasher.finalize().as_bytes()) != *expected {
             self.discard();
             return Err(FinishError::HashMismatch);
@@ -191,7 +221,8 @@ impl PartWriter {
                 ));
             }
             let written = set_metadata(&self.file, &path, mtime_ns, executable)?;
-            std::fs::rename(&path, target).context(|| format!("renaming onto {}", target.display()))?;
+            std::fs::rename(&path, target)
+                .context(|| format!("renaming onto {}", target.display()))?;
             Ok(written)
         })();
         if result.is_err() {
@@ -229,16 +260,27 @@ mod tests {
 
         let mut w = PartWriter::create(&part).unwrap();
         w.write(b"hellx").unwrap();
-        assert!(matches!(w.finish(&good, 0, false, &target), Err(FinishError::HashMismatch)));
-        assert!(!target.exists() && !part.exists(), "nothing left after a bad hash");
+        assert!(matches!(
+            w.finish(&good, 0, false, &target),
+            Err(FinishError::HashMismatch)
+        ));
+        assert!(
+            !target.exists() && !part.exists(),
+            "nothing left after a bad hash"
+        );
 
         let mut w = PartWriter::create(&part).unwrap();
         w.write(b"hel").unwrap();
         drop(w);
         let mut w = PartWriter::resume(&part, 3).unwrap().expect("resumable");
-        assert!(PartWriter::resume(&part, 2).unwrap().is_none(), "wrong length is not resumed");
+        assert!(
+            PartWriter::resume(&part, 2).unwrap().is_none(),
+            "wrong length is not resumed"
+        );
         w.write(b"lo").unwrap();
-        let written = w.finish(&good, 1_500_000_000_123_456_789, true, &target).unwrap();
+        let written = w
+            .finish(&good, 1_500_000_000_123_456_789, true, &target)
+            .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         assert_eq!(written.mtime_ns, 1_500_000_000_123_456_789);
         assert!(std::fs::metadata(&target).unwrap().mode() & 0o100 != 0);

@@ -41,7 +41,13 @@ mod tests {
     use crate::index::{Hash, VersionVector};
 
     fn entry(path: &str, h: u8, mtime: i64, exec: bool) -> IndexEntry {
-        IndexEntry { path: path.into(), size: 1, mtime_ns: mtime, executable: exec, hash: Hash([h; 32]).to_hex() }
+        IndexEntry {
+            path: path.into(),
+            size: 1,
+            mtime_ns: mtime,
+            executable: exec,
+            hash: Hash([h; 32]).to_hex(),
+        }
     }
 
     fn rec(path: &str, h: u8, mtime: i64, exec: bool, deleted: bool) -> FileRecord {
@@ -63,11 +69,36 @@ mod tests {
         // (case, remote entry, local record, expected: fetch / touch / unchanged)
         let cases = [
             ("missing locally", entry("a", 1, 5, false), None, "fetch"),
-            ("same everything", entry("a", 1, 5, false), Some(rec("a", 1, 5, false, false)), "unchanged"),
-            ("content differs", entry("a", 2, 5, false), Some(rec("a", 1, 5, false, false)), "fetch"),
-            ("mtime differs only", entry("a", 1, 6, false), Some(rec("a", 1, 5, false, false)), "touch"),
-            ("exec bit differs only", entry("a", 1, 5, true), Some(rec("a", 1, 5, false, false)), "touch"),
-            ("local tombstone", entry("a", 1, 5, false), Some(rec("a", 1, 5, false, true)), "fetch"),
+            (
+                "same everything",
+                entry("a", 1, 5, false),
+                Some(rec("a", 1, 5, false, false)),
+                "unchanged",
+            ),
+            (
+                "content differs",
+                entry("a", 2, 5, false),
+                Some(rec("a", 1, 5, false, false)),
+                "fetch",
+            ),
+            (
+                "mtime differs only",
+                entry("a", 1, 6, false),
+                Some(rec("a", 1, 5, false, false)),
+                "touch",
+            ),
+            (
+                "exec bit differs only",
+                entry("a", 1, 5, true),
+                Some(rec("a", 1, 5, false, false)),
+                "touch",
+            ),
+            (
+                "local tombstone",
+                entry("a", 1, 5, false),
+                Some(rec("a", 1, 5, false, true)),
+                "fetch",
+            ),
         ];
         for (case, remote, local, want) in cases {
             let map: HashMap<_, _> = local.into_iter().map(|r| (r.path.clone(), r)).collect();
@@ -86,7 +117,10 @@ mod tests {
 
     #[test]
     fn local_only_files_are_left_alone() {
-        let map: HashMap<_, _> = [rec("mine", 1, 1, false, false)].into_iter().map(|r| (r.path.clone(), r)).collect();
+        let map: HashMap<_, _> = [rec("mine", 1, 1, false, false)]
+            .into_iter()
+            .map(|r| (r.path.clone(), r))
+            .collect();
         assert_eq!(plan_pull(&[], &map), PullPlan::default());
     }
 }

@@ -62,7 +62,9 @@ impl IndexStore {
             let mut table = txn.open_table(FILES).map_err(store_err)?;
             for rec in upserts {
                 let v = serde_json::to_vec(rec).map_err(store_err)?;
-                table.insert(rec.path.as_str(), v.as_slice()).map_err(store_err)?;
+                table
+                    .insert(rec.path.as_str(), v.as_slice())
+                    .map_err(store_err)?;
             }
             for path in removals {
                 table.remove(path.as_str()).map_err(store_err)?;

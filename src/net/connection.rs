@@ -34,11 +34,17 @@ impl Connection {
     fn new(stream: TcpStream) -> Result<Connection> {
         // We batch frames ourselves; Nagle would only add latency to the last one.
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().map_err(|e| Error::ConnectionLost(e.to_string()))?;
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| Error::ConnectionLost(e.to_string()))?;
         let (r, w) = stream.into_split();
         let mut writer = FramedWrite::new(w, FrameEncoder::default());
         writer.set_backpressure_boundary(WRITE_BUFFER_BYTES);
-        Ok(Connection { reader: FramedRead::with_capacity(r, FrameDecoder::default(), 256 * 1024), writer, peer })
+        Ok(Connection {
+            reader: FramedRead::with_capacity(r, FrameDecoder::default(), 256 * 1024),
+            writer,
+            peer,
+        })
     }
 
     /// Sends one message and flushes.
@@ -53,7 +59,9 @@ impl Connection {
 
     /// Best effort: tell the peer why we are closing.
     pub async fn send_error(&mut self, code: ErrorCode, message: impl Into<String>) {
-        let _ = self.send(Message::Error(ErrorMsg::fatal(code, message))).await;
+        let _ = self
+            .send(Message::Error(ErrorMsg::fatal(code, message)))
+            .await;
     }
 }
 
@@ -61,7 +69,10 @@ impl Connection {
 pub fn remote_error(e: ErrorMsg) -> Error {
     match e.code {
         ErrorCode::AuthFailed => Error::Auth(format!("the server rejected us: {}", e.message)),
-        _ => Error::Remote { code: e.code.as_str().to_owned(), message: e.message },
+        _ => Error::Remote {
+            code: e.code.as_str().to_owned(),
+            message: e.message,
+        },
     }
 }
 
@@ -71,7 +82,9 @@ pub async fn recv(reader: &mut FrameReader) -> Result<Message> {
         Some(Ok(Message::Error(e))) => Err(remote_error(e)),
         Some(Ok(m)) => Ok(m),
         Some(Err(e)) => Err(e),
-        None => Err(Error::ConnectionLost("the peer closed the connection".into())),
+        None => Err(Error::ConnectionLost(
+            "the peer closed the connection".into(),
+        )),
     }
 }
 
@@ -105,18 +118,31 @@ pub async fn client_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
         m => return Err(unexpected(&m, "HELLO")),
     };
     if hello_s.version < MIN_PROTOCOL_VERSION || hello_s.min_version > PROTOCOL_VERSION {
-        let err = Error::VersionMismatch { ours: PROTOCOL_VERSION, theirs: hello_s.version };
-        conn.send_error(ErrorCode::VersionMismatch, err.to_string()).await;
+        let err = Error::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: hello_s.version,
+        };
+        conn.send_error(ErrorCode::VersionMismatch, err.to_string())
+            .await;
         return Err(err);
     }
-    let (state, msg_a) = ClientAwaitReply::start(secret, &hello_bytes(&hello_c), &hello_bytes(&hello_s));
-    conn.send(Message::Auth(Auth::Pake { msg: hex::encode(msg_a) })).await?;
+    let (state, msg_a) =
+        ClientAwaitReply::start(secret, &hello_bytes(&hello_c), &hello_bytes(&hello_s));
+    conn.send(Message::Auth(Auth::Pake {
+        msg: hex::encode(msg_a),
+    }))
+    .await?;
     let (msg_b, server_confirm) = match conn.recv().await? {
-        Message::Auth(Auth::PakeReply { msg, confirm }) => (unhex(&msg, "msg")?, unhex(&confirm, "confirm")?),
+        Message::Auth(Auth::PakeReply { msg, confirm }) => {
+            (unhex(&msg, "msg")?, unhex(&confirm, "confirm")?)
+        }
         m => return Err(unexpected(&m, "AUTH")),
     };
     let (confirm, keys) = state.finish(&msg_b, &server_confirm)?;
-    conn.send(Message::Auth(Auth::Confirm { confirm: hex::encode(confirm) })).await?;
+    conn.send(Message::Auth(Auth::Confirm {
+        confirm: hex::encode(confirm),
+    }))
+    .await?;
     match conn.recv().await? {
         Message::Auth(Auth::Ok {}) => {}
         m => return Err(unexpected(&m, "AUTH")),
@@ -134,7 +160,8 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
         Message::Hello(h) => h,
         m => {
             let err = unexpected(&m, "HELLO");
-            conn.send_error(ErrorCode::BadMessage, err.to_string()).await;
+            conn.send_error(ErrorCode::BadMessage, err.to_string())
+                .await;
             return Err(err);
         }
     };
@@ -144,7 +171,10 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
             hello_c.version
         );
         conn.send_error(ErrorCode::VersionMismatch, msg).await;
-        return Err(Error::VersionMismatch { ours: PROTOCOL_VERSION, theirs: hello_c.version });
+        return Err(Error::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: hello_c.version,
+        });
     }
     let hello_s = our_hello();
     conn.send(Message::Hello(hello_s.clone())).await?;
@@ -152,27 +182,38 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
         Message::Auth(Auth::Pake { msg }) => unhex(&msg, "msg")?,
         m => {
             let err = unexpected(&m, "AUTH");
-            conn.send_error(ErrorCode::BadMessage, err.to_string()).await;
+            conn.send_error(ErrorCode::BadMessage, err.to_string())
+                .await;
             return Err(err);
         }
     };
-    let (state, msg_b, confirm) =
-        ServerAwaitConfirm::respond(secret, &hello_bytes(&hello_c), &hello_bytes(&hello_s), &msg_a)?;
-    conn.send(Message::Auth(Auth::PakeReply { msg: hex::encode(msg_b), confirm: hex::encode(confirm) }))
-        .await?;
+    let (state, msg_b, confirm) = ServerAwaitConfirm::respond(
+        secret,
+        &hello_bytes(&hello_c),
+        &hello_bytes(&hello_s),
+        &msg_a,
+    )?;
+    conn.send(Message::Auth(Auth::PakeReply {
+        msg: hex::encode(msg_b),
+        confirm: hex::encode(confirm),
+    }))
+    .await?;
     let client_confirm = match conn.recv().await {
         Ok(Message::Auth(Auth::Confirm { confirm })) => unhex(&confirm, "confirm")?,
         Ok(m) => return Err(unexpected(&m, "AUTH")),
         // A client that closes here found out our confirmation did not match its secret.
         Err(Error::ConnectionLost(_)) => {
-            return Err(Error::Auth("the client does not know our shared secret".into()))
+            return Err(Error::Auth(
+                "the client does not know our shared secret".into(),
+            ))
         }
         Err(e) => return Err(e),
     };
     let keys = match state.finish(&client_confirm) {
         Ok(keys) => keys,
         Err(e) => {
-            conn.send_error(ErrorCode::AuthFailed, "authentication failed").await;
+            conn.send_error(ErrorCode::AuthFailed, "authentication failed")
+                .await;
             return Err(e);
         }
     };

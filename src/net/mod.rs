@@ -3,4 +3,6 @@
 
 mod connection;
 
-pub use connection::{client_handshake, recv, remote_error, server_handshake, Connection, FrameReader, FrameWriter};
+pub use connection::{
+    client_handshake, recv, remote_error, server_handshake, Connection, FrameReader, FrameWriter,
+};

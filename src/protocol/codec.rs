@@ -79,7 +79,9 @@ impl Encoder<Message> for FrameEncoder {
         let len = dst.len() - start - LEN_BYTES;
         if len > MAX_FRAME_BYTES {
             dst.truncate(start);
-            return Err(Error::protocol(format!("refusing to send a frame of {len} bytes")));
+            return Err(Error::protocol(format!(
+                "refusing to send a frame of {len} bytes"
+            )));
         }
         dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
@@ -94,7 +96,11 @@ mod tests {
     use bytes::Bytes;
 
     fn hello() -> Message {
-        Message::Hello(Hello { version: 2, min_version: 2, software: "test".into() })
+        Message::Hello(Hello {
+            version: 2,
+            min_version: 2,
+            software: "test".into(),
+        })
     }
 
     #[test]
@@ -128,7 +134,12 @@ mod tests {
     }
 
     fn chunk(n: u8) -> Message {
-        Message::FileChunk(FileChunk { id: 1, offset: 0, last: false, data: Bytes::from(vec![n; 100]) })
+        Message::FileChunk(FileChunk {
+            id: 1,
+            offset: 0,
+            last: false,
+            data: Bytes::from(vec![n; 100]),
+        })
     }
 
     #[test]
@@ -136,7 +147,10 @@ mod tests {
         let (mut enc, mut dec) = sealed_pair();
         let mut buf = BytesMut::new();
         enc.encode(chunk(0x42), &mut buf).unwrap();
-        assert!(!buf.windows(8).any(|w| w == [0x42; 8]), "plaintext visible on the wire");
+        assert!(
+            !buf.windows(8).any(|w| w == [0x42; 8]),
+            "plaintext visible on the wire"
+        );
         assert_eq!(dec.decode(&mut buf).unwrap(), Some(chunk(0x42)));
     }
 

@@ -164,7 +164,11 @@ pub struct ErrorMsg {
 impl ErrorMsg {
     /// A connection-fatal error.
     pub fn fatal(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), id: None }
+        Self {
+            code,
+            message: message.into(),
+            id: None,
+        }
     }
 }
 
@@ -261,7 +265,12 @@ impl Message {
                 let offset = body.get_u64();
                 let flags = body.get_u8();
                 body.advance(CHUNK_HEADER_BYTES - 13);
-                Message::FileChunk(FileChunk { id, offset, last: flags & FLAG_LAST != 0, data: body })
+                Message::FileChunk(FileChunk {
+                    id,
+                    offset,
+                    last: flags & FLAG_LAST != 0,
+                    data: body,
+                })
             }
         })
     }
@@ -279,10 +288,16 @@ mod tests {
 
     #[test]
     fn every_message_roundtrips() {
-        roundtrip(Message::Hello(Hello { version: 2, min_version: 2, software: "t".into() }));
+        roundtrip(Message::Hello(Hello {
+            version: 2,
+            min_version: 2,
+            software: "t".into(),
+        }));
         roundtrip(Message::Auth(Auth::Pake { msg: "ab".into() }));
         roundtrip(Message::Auth(Auth::Ok {}));
-        roundtrip(Message::SyncRequest(SyncRequest { mode: "pull".into() }));
+        roundtrip(Message::SyncRequest(SyncRequest {
+            mode: "pull".into(),
+        }));
         roundtrip(Message::FileIndex(FileIndex {
             entries: vec![IndexEntry {
                 path: "a/b".into(),
@@ -293,7 +308,11 @@ mod tests {
             }],
             last: true,
         }));
-        roundtrip(Message::FileRequest(FileRequest { id: 7, path: "x".into(), offset: 9 }));
+        roundtrip(Message::FileRequest(FileRequest {
+            id: 7,
+            path: "x".into(),
+            offset: 9,
+        }));
         for len in [0usize, 1, 4096] {
             roundtrip(Message::FileChunk(FileChunk {
                 id: u32::MAX,
@@ -304,8 +323,16 @@ mod tests {
         }
         roundtrip(Message::Ack);
         roundtrip(Message::Heartbeat);
-        roundtrip(Message::SyncComplete(SyncComplete { files: 1, bytes: 2, failed: 0 }));
-        roundtrip(Message::Error(ErrorMsg { code: ErrorCode::BadPath, message: "m".into(), id: Some(3) }));
+        roundtrip(Message::SyncComplete(SyncComplete {
+            files: 1,
+            bytes: 2,
+            failed: 0,
+        }));
+        roundtrip(Message::Error(ErrorMsg {
+            code: ErrorCode::BadPath,
+            message: "m".into(),
+            id: Some(3),
+        }));
     }
 
     #[test]
@@ -321,13 +348,24 @@ mod tests {
             b"\x04{\"id\":-1,\"path\":\"a\"}",
         ];
         for case in cases {
-            assert!(Message::decode(Bytes::copy_from_slice(case)).is_err(), "{case:?}");
+            assert!(
+                Message::decode(Bytes::copy_from_slice(case)).is_err(),
+                "{case:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_error_codes_still_parse() {
-        let m = Message::decode(Bytes::from_static(b"\x08{\"code\":\"from_the_future\",\"message\":\"x\"}"));
-        assert!(matches!(m, Ok(Message::Error(ErrorMsg { code: ErrorCode::Unknown, .. }))));
+        let m = Message::decode(Bytes::from_static(
+            b"\x08{\"code\":\"from_the_future\",\"message\":\"x\"}",
+        ));
+        assert!(matches!(
+            m,
+            Ok(Message::Error(ErrorMsg {
+                code: ErrorCode::Unknown,
+                ..
+            }))
+        ));
     }
 }

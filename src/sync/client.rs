@@ -32,8 +32,19 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A config with the default chunk size.
-    pub fn new(secret: impl Into<String>, folder: impl Into<PathBuf>, host: impl Into<String>, port: u16) -> Self {
-        Self { secret: secret.into(), folder: folder.into(), host: host.into(), port, chunk_size: DEFAULT_CHUNK_SIZE }
+    pub fn new(
+        secret: impl Into<String>,
+        folder: impl Into<PathBuf>,
+        host: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        Self {
+            secret: secret.into(),
+            folder: folder.into(),
+            host: host.into(),
+            port,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
     }
 }
 
@@ -106,12 +117,24 @@ impl Client {
             Ok(c) => {
                 *slot = Some(c);
                 self.connected.store(true, Ordering::SeqCst);
-                emit_status(events, Status::Connected, format!("connected to {}:{}", self.config.host, self.config.port));
-                emit_status(events, Status::Authenticated, "mutual authentication succeeded; traffic is encrypted");
+                emit_status(
+                    events,
+                    Status::Connected,
+                    format!("connected to {}:{}", self.config.host, self.config.port),
+                );
+                emit_status(
+                    events,
+                    Status::Authenticated,
+                    "mutual authentication succeeded; traffic is encrypted",
+                );
                 Ok(())
             }
             Err(e) => {
-                let status = if e.kind() == ErrorKind::Auth { Status::AuthFailed } else { Status::ConnectionError };
+                let status = if e.kind() == ErrorKind::Auth {
+                    Status::AuthFailed
+                } else {
+                    Status::ConnectionError
+                };
                 emit_status(events, status, e.to_string());
                 lock(&self.stats).last_error = Some(e.to_string());
                 Err(e)
@@ -123,14 +146,27 @@ impl Client {
         let addr = format!("{}:{}", self.config.host, self.config.port);
         emit_status(events, Status::Connecting, format!("connecting to {addr}"));
         let limit = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
-        let stream = tokio::time::timeout(limit, TcpStream::connect((self.config.host.as_str(), self.config.port)))
-            .await
-            .map_err(|_| Error::Timeout("connecting to the server"))?
-            .map_err(|source| Error::Connect { addr: addr.clone(), source })?;
-        emit_status(events, Status::Handshake, "authenticating with the shared secret (SPAKE2)");
-        tokio::time::timeout(limit, client_handshake(stream, self.config.secret.as_bytes()))
-            .await
-            .map_err(|_| Error::Timeout("the handshake"))?
+        let stream = tokio::time::timeout(
+            limit,
+            TcpStream::connect((self.config.host.as_str(), self.config.port)),
+        )
+        .await
+        .map_err(|_| Error::Timeout("connecting to the server"))?
+        .map_err(|source| Error::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+        emit_status(
+            events,
+            Status::Handshake,
+            "authenticating with the shared secret (SPAKE2)",
+        );
+        tokio::time::timeout(
+            limit,
+            client_handshake(stream, self.config.secret.as_bytes()),
+        )
+        .await
+        .map_err(|_| Error::Timeout("the handshake"))?
     }
 
     /// Pulls every new or changed file of the server's folder. Connects first if needed.
@@ -159,13 +195,20 @@ impl Client {
             return Err(Error::ConnectionLost("not connected".into()));
         };
         let started = Instant::now();
-        let start_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let start_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         {
             let mut s = lock(&self.stats);
             s.sync_start_time = Some(start_unix);
             s.sync_duration = None;
         }
-        emit_status(events, Status::SyncStarted, format!("pulling into {}", self.config.folder.display()));
+        emit_status(
+            events,
+            Status::SyncStarted,
+            format!("pulling into {}", self.config.folder.display()),
+        );
         let folder_path = self.config.folder.clone();
         let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
             .await
@@ -173,7 +216,11 @@ impl Client {
             .and_then(|r| r);
         let result = match folder {
             Ok(folder) => {
-                let hooks = PullHooks { events, cancel, pending: &self.pending };
+                let hooks = PullHooks {
+                    events,
+                    cancel,
+                    pending: &self.pending,
+                };
                 pull(conn, Arc::new(folder), self.config.chunk_size, hooks).await
             }
             Err(e) => Err(e),
@@ -190,11 +237,18 @@ impl Client {
                 s.files_unchanged = out.unchanged;
                 s.files_failed = out.failures.len() as u64;
                 if let Some((path, reason)) = out.failures.first() {
-                    let msg = format!("{} of {} files failed; first: {path}: {reason}", out.failures.len(), out.files_total);
+                    let msg = format!(
+                        "{} of {} files failed; first: {path}: {reason}",
+                        out.failures.len(),
+                        out.files_total
+                    );
                     s.last_error = Some(msg.clone());
                     drop(s);
                     emit_status(events, Status::SyncError, msg.clone());
-                    return Err(Error::Remote { code: "incomplete".into(), message: msg });
+                    return Err(Error::Remote {
+                        code: "incomplete".into(),
+                        message: msg,
+                    });
                 }
                 s.syncs_completed += 1;
                 s.last_error = None;
@@ -203,7 +257,10 @@ impl Client {
                 emit_status(
                     events,
                     Status::SyncCompleted,
-                    format!("{} files ({} bytes) received in {elapsed:.2} s; {} unchanged", out.files_received, out.bytes_received, out.unchanged),
+                    format!(
+                        "{} files ({} bytes) received in {elapsed:.2} s; {} unchanged",
+                        out.files_received, out.bytes_received, out.unchanged
+                    ),
                 );
                 Ok(snapshot)
             }
@@ -213,7 +270,11 @@ impl Client {
                 // The stream is in an unknown state after a failed sync: start afresh next time.
                 *slot = None;
                 self.connected.store(false, Ordering::SeqCst);
-                let status = if e.kind() == ErrorKind::Connection { Status::ConnectionError } else { Status::SyncError };
+                let status = if e.kind() == ErrorKind::Connection {
+                    Status::ConnectionError
+                } else {
+                    Status::SyncError
+                };
                 emit_status(events, status, e.to_string());
                 Err(e)
             }

@@ -34,7 +34,10 @@ impl Folder {
                 None
             }
         };
-        Ok(Folder { root, store: Mutex::new(store) })
+        Ok(Folder {
+            root,
+            store: Mutex::new(store),
+        })
     }
 
     /// The canonical root.
@@ -44,7 +47,10 @@ impl Folder {
 
     /// Scans the folder (blocking; call from a blocking thread).
     pub fn scan(&self) -> Result<ScanResult> {
-        let guard = self.store.lock().map_err(|_| Error::Store("store lock poisoned".into()))?;
+        let guard = self
+            .store
+            .lock()
+            .map_err(|_| Error::Store("store lock poisoned".into()))?;
         scan_folder(&self.root, guard.as_ref())
     }
 

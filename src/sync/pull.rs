@@ -18,7 +18,9 @@ use crate::fs::{apply_metadata, ensure_parent_dirs, part_path, FinishError, Part
 use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
 use crate::net::{remote_error, Connection};
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
-use crate::protocol::{ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest};
+use crate::protocol::{
+    ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest,
+};
 
 /// Files requested ahead of the one being received.
 const WINDOW_FILES: usize = 256;
@@ -72,7 +74,11 @@ pub(crate) struct PullHooks<'a> {
 }
 
 async fn fail_peer(conn: &mut Connection, e: Error) -> Error {
-    let code = if matches!(e, Error::BadPath { .. }) { ErrorCode::BadPath } else { ErrorCode::BadMessage };
+    let code = if matches!(e, Error::BadPath { .. }) {
+        ErrorCode::BadPath
+    } else {
+        ErrorCode::BadMessage
+    };
     conn.send_error(code, e.to_string()).await;
     e
 }
@@ -85,7 +91,13 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
         let batch = match conn.recv().await? {
             Message::FileIndex(b) => b,
             Message::Heartbeat => continue,
-            m => return Err(fail_peer(conn, Error::protocol(format!("expected FILE_INDEX, got {:?}", m.message_type()))).await),
+            m => {
+                return Err(fail_peer(
+                    conn,
+                    Error::protocol(format!("expected FILE_INDEX, got {:?}", m.message_type())),
+                )
+                .await)
+            }
         };
         for entry in batch.entries {
             let rel = match RelPath::parse(&entry.path) {
@@ -110,15 +122,27 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
 }
 
 /// Runs one pull over an authenticated connection.
-pub(crate) async fn pull(conn: &mut Connection, folder: Arc<Folder>, chunk_size: usize, hooks: PullHooks<'_>) -> Result<PullOutcome> {
-    conn.send(Message::SyncRequest(SyncRequest { mode: "pull".into() })).await?;
+pub(crate) async fn pull(
+    conn: &mut Connection,
+    folder: Arc<Folder>,
+    chunk_size: usize,
+    hooks: PullHooks<'_>,
+) -> Result<PullOutcome> {
+    conn.send(Message::SyncRequest(SyncRequest {
+        mode: "pull".into(),
+    }))
+    .await?;
     let scan = {
         let f = Arc::clone(&folder);
         tokio::task::spawn_blocking(move || f.scan())
     };
     let remote = receive_index(conn).await?;
     let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
-    let local: HashMap<String, FileRecord> = local.files.into_iter().map(|r| (r.path.clone(), r)).collect();
+    let local: HashMap<String, FileRecord> = local
+        .files
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
     let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
     let plan = plan_pull(&entries, &local);
     let mut outcome = PullOutcome {
@@ -129,15 +153,23 @@ pub(crate) async fn pull(conn: &mut Connection, folder: Arc<Folder>, chunk_size:
     };
     tracing::info!(
         "plan: fetch {} files ({} bytes), fix metadata of {}, {} unchanged",
-        outcome.files_total, outcome.bytes_total, plan.touch.len(), plan.unchanged
+        outcome.files_total,
+        outcome.bytes_total,
+        plan.touch.len(),
+        plan.unchanged
     );
-    let by_path: HashMap<&str, (&RelPath, &Hash)> = remote.iter().map(|(r, h, e)| (e.path.as_str(), (r, h))).collect();
+    let by_path: HashMap<&str, (&RelPath, &Hash)> = remote
+        .iter()
+        .map(|(r, h, e)| (e.path.as_str(), (r, h)))
+        .collect();
     let root = folder.root().to_path_buf();
 
     // Same content, other metadata: fix in place.
     let mut records = Vec::new();
     for e in &plan.touch {
-        let Some((rel, hash)) = by_path.get(e.path.as_str()) else { continue };
+        let Some((rel, hash)) = by_path.get(e.path.as_str()) else {
+            continue;
+        };
         match apply_metadata(&rel.under(&root), e.mtime_ns, e.executable) {
             Ok(w) => {
                 outcome.touched += 1;
@@ -191,7 +223,12 @@ pub(crate) async fn pull(conn: &mut Connection, folder: Arc<Folder>, chunk_size:
         match conn.recv().await? {
             Message::Ack => break,
             Message::Heartbeat => {}
-            m => return Err(Error::protocol(format!("expected ACK, got {:?}", m.message_type()))),
+            m => {
+                return Err(Error::protocol(format!(
+                    "expected ACK, got {:?}",
+                    m.message_type()
+                )))
+            }
         }
     }
     Ok(outcome)
@@ -244,12 +281,15 @@ async fn transfer(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FileDone>();
     let writer = {
         let (fetches, counters) = (Arc::clone(&fetches), Arc::clone(&counters));
-        tokio::task::spawn_blocking(move || write_files(&fetches, &root, cmd_rx, &done_tx, &counters))
+        tokio::task::spawn_blocking(move || {
+            write_files(&fetches, &root, cmd_rx, &done_tx, &counters)
+        })
     };
     let ticker = hooks.events.cloned().map(|sink| {
         let counters = Arc::clone(&counters);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(PROGRESS_INTERVAL_MS));
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_millis(PROGRESS_INTERVAL_MS));
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -339,7 +379,7 @@ fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
 
 /// One file being written, or skipped until its last chunk after a failure.
 enum Slot {
-    Writing(PartWriter),
+    Writing(Box<PartWriter>),
     Skipping(Outcome),
 }
 
@@ -360,15 +400,27 @@ fn write_files(
                     w.discard();
                 }
                 counters.files_done.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send(FileDone { id, outcome: Outcome::Failed(reason) });
+                let _ = done.send(FileDone {
+                    id,
+                    outcome: Outcome::Failed(reason),
+                });
             }
             WriteCmd::Chunk(c) => {
-                let Some(f) = fetches.get(c.id as usize) else { continue };
-                let slot = slots.remove(&c.id).unwrap_or_else(|| open_slot(f, root, c.offset, &mut known_dirs));
+                let Some(f) = fetches.get(c.id as usize) else {
+                    continue;
+                };
+                let slot = slots
+                    .remove(&c.id)
+                    .unwrap_or_else(|| open_slot(f, root, c.offset, &mut known_dirs));
                 let slot = match slot {
                     Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
                         Ok(()) => {
-                            counters.add_bytes(&f.entry.path, f.entry.size, w.written(), c.data.len() as u64);
+                            counters.add_bytes(
+                                &f.entry.path,
+                                f.entry.size,
+                                w.written(),
+                                c.data.len() as u64,
+                            );
                             Slot::Writing(w)
                         }
                         Err(e) => {
@@ -389,14 +441,24 @@ fn write_files(
                 let outcome = match slot {
                     Slot::Writing(w) if w.written() != f.entry.size => {
                         w.discard();
-                        Outcome::Failed(format!("size changed on the server (expected {} bytes)", f.entry.size))
+                        Outcome::Failed(format!(
+                            "size changed on the server (expected {} bytes)",
+                            f.entry.size
+                        ))
                     }
-                    Slot::Writing(w) => match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
-                        Ok(written) => Outcome::Done(record(&f.entry, f.hash, written.mtime_ns, written.inode)),
-                        // Fetched again once from zero; a second mismatch is reported as a failure.
-                        Err(FinishError::HashMismatch) => Outcome::Retry,
-                        Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
-                    },
+                    Slot::Writing(w) => {
+                        match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
+                            Ok(written) => Outcome::Done(record(
+                                &f.entry,
+                                f.hash,
+                                written.mtime_ns,
+                                written.inode,
+                            )),
+                            // Fetched again once from zero; a second mismatch is reported as a failure.
+                            Err(FinishError::HashMismatch) => Outcome::Retry,
+                            Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
+                        }
+                    }
                     Slot::Skipping(o) => o,
                 };
                 if !matches!(outcome, Outcome::Retry) {
@@ -421,7 +483,7 @@ fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet
         PartWriter::resume(&f.part, offset)
     };
     match opened {
-        Ok(Some(w)) => Slot::Writing(w),
+        Ok(Some(w)) => Slot::Writing(Box::new(w)),
         Ok(None) => Slot::Skipping(Outcome::Retry),
         Err(e) => Slot::Skipping(Outcome::Failed(e.to_string())),
     }

@@ -38,8 +38,19 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// A config with the default chunk size.
-    pub fn new(secret: impl Into<String>, folder: impl Into<PathBuf>, host: impl Into<String>, port: u16) -> Self {
-        Self { secret: secret.into(), folder: folder.into(), host: host.into(), port, chunk_size: DEFAULT_CHUNK_SIZE }
+    pub fn new(
+        secret: impl Into<String>,
+        folder: impl Into<PathBuf>,
+        host: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        Self {
+            secret: secret.into(),
+            folder: folder.into(),
+            host: host.into(),
+            port,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
     }
 }
 
@@ -91,7 +102,9 @@ struct FailureTracker {
 
 impl FailureTracker {
     fn penalty(&self, ip: IpAddr) -> Duration {
-        let Ok(map) = self.by_ip.lock() else { return Duration::ZERO };
+        let Ok(map) = self.by_ip.lock() else {
+            return Duration::ZERO;
+        };
         match map.get(&ip) {
             Some((n, at)) if at.elapsed() < Duration::from_millis(FAILURE_WINDOW_MS) && *n >= 2 => {
                 let ms = 250u64.saturating_mul(1 << (*n - 2).min(10));
@@ -171,15 +184,27 @@ impl Server {
         let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
             .await
             .map_err(|e| Error::Store(e.to_string()))??;
-        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::AddressInUse { addr: format!("{}:{}", cfg.host, cfg.port), port: cfg.port }
-            } else {
-                Error::Connect { addr: format!("{}:{} (bind)", cfg.host, cfg.port), source: e }
-            }
-        })?;
-        let addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
-        self.shared.bound_port.store(addr.port() as u64, Ordering::Relaxed);
+        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    Error::AddressInUse {
+                        addr: format!("{}:{}", cfg.host, cfg.port),
+                        port: cfg.port,
+                    }
+                } else {
+                    Error::Connect {
+                        addr: format!("{}:{} (bind)", cfg.host, cfg.port),
+                        source: e,
+                    }
+                }
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))?;
+        self.shared
+            .bound_port
+            .store(addr.port() as u64, Ordering::Relaxed);
         *lock(&self.shared.folder) = Some(Arc::new(folder));
         *self.listener.lock().await = Some(listener);
         {
@@ -203,7 +228,9 @@ impl Server {
         };
         let token = lock(&self.shutdown).clone();
         let tracker = lock(&self.tasks).clone();
-        let folder = lock(&self.shared.folder).clone().ok_or_else(|| Error::protocol("not bound"))?;
+        let folder = lock(&self.shared.folder)
+            .clone()
+            .ok_or_else(|| Error::protocol("not bound"))?;
         self.shared.running.store(true, Ordering::SeqCst);
         *lock(&self.shared.started) = Some((Instant::now(), SystemTime::now()));
         let mut next_id = 0u64;
@@ -276,7 +303,9 @@ impl Server {
                     (true, Some((at, _))) => at.elapsed().as_secs_f64(),
                     _ => 0.0,
                 },
-                start_time: started.and_then(|(_, t)| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+                start_time: started
+                    .and_then(|(_, t)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64()),
             },
         }
     }
@@ -316,7 +345,10 @@ async fn handle_connection(
         Ok(Err(e)) => {
             if matches!(e, Error::Auth(_)) {
                 shared.failures.failed(peer.ip());
-                shared.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
             tracing::warn!("{peer}: handshake failed: {e}");
             return;

@@ -45,7 +45,11 @@ pub(crate) async fn serve_session(
     folder: &Arc<Folder>,
     token: &CancellationToken,
 ) -> Result<()> {
-    let Connection { mut reader, writer, peer } = conn;
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+    } = conn;
     let (out_tx, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
     let writer_task = tokio::spawn(write_loop(writer, out_rx));
     let (job_tx, job_rx) = mpsc::channel::<ReadJob>(JOB_QUEUE);
@@ -68,7 +72,12 @@ pub(crate) async fn serve_session(
             Ok(m) => m,
             Err(Error::ConnectionLost(_)) => break Ok(()),
             Err(e @ Error::Protocol(_)) => {
-                let _ = out_tx.send(Message::Error(ErrorMsg::fatal(ErrorCode::BadFrame, e.to_string()))).await;
+                let _ = out_tx
+                    .send(Message::Error(ErrorMsg::fatal(
+                        ErrorCode::BadFrame,
+                        e.to_string(),
+                    )))
+                    .await;
                 break Err(e);
             }
             Err(e) => break Err(e),
@@ -83,20 +92,45 @@ pub(crate) async fn serve_session(
                 let scan = match scan {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = out_tx.send(Message::Error(ErrorMsg::fatal(ErrorCode::Io, e.to_string()))).await;
+                        let _ = out_tx
+                            .send(Message::Error(ErrorMsg::fatal(
+                                ErrorCode::Io,
+                                e.to_string(),
+                            )))
+                            .await;
                         break Err(e);
                     }
                 };
-                tracing::debug!("{peer}: index of {} files ({} hashed)", scan.files.len(), scan.hashed);
+                tracing::debug!(
+                    "{peer}: index of {} files ({} hashed)",
+                    scan.files.len(),
+                    scan.hashed
+                );
                 let entries: Vec<_> = scan.files.iter().map(FileRecord::to_entry).collect();
-                index = scan.files.into_iter().map(|r| (r.path.clone(), r)).collect();
+                index = scan
+                    .files
+                    .into_iter()
+                    .map(|r| (r.path.clone(), r))
+                    .collect();
                 let mut batches = entries.chunks(INDEX_BATCH_ENTRIES).peekable();
                 if batches.peek().is_none() {
-                    let _ = out_tx.send(Message::FileIndex(FileIndex { entries: vec![], last: true })).await;
+                    let _ = out_tx
+                        .send(Message::FileIndex(FileIndex {
+                            entries: vec![],
+                            last: true,
+                        }))
+                        .await;
                 }
                 while let Some(batch) = batches.next() {
                     let last = batches.peek().is_none();
-                    if out_tx.send(Message::FileIndex(FileIndex { entries: batch.to_vec(), last })).await.is_err() {
+                    if out_tx
+                        .send(Message::FileIndex(FileIndex {
+                            entries: batch.to_vec(),
+                            last,
+                        }))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -106,30 +140,62 @@ pub(crate) async fn serve_session(
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!("{peer}: hostile request: {e}");
-                        let _ = out_tx.send(Message::Error(ErrorMsg::fatal(ErrorCode::BadPath, e.to_string()))).await;
+                        let _ = out_tx
+                            .send(Message::Error(ErrorMsg::fatal(
+                                ErrorCode::BadPath,
+                                e.to_string(),
+                            )))
+                            .await;
                         break Err(e);
                     }
                 };
                 if !index.contains_key(rel.as_str()) {
-                    let msg = ErrorMsg { code: ErrorCode::NotFound, message: format!("{rel} is not in the index"), id: Some(id) };
+                    let msg = ErrorMsg {
+                        code: ErrorCode::NotFound,
+                        message: format!("{rel} is not in the index"),
+                        id: Some(id),
+                    };
                     if out_tx.send(Message::Error(msg)).await.is_err() {
                         break Ok(());
                     }
                     continue;
                 }
-                if job_tx.send(ReadJob { id, path: rel.under(folder.root()), offset }).await.is_err() {
+                if job_tx
+                    .send(ReadJob {
+                        id,
+                        path: rel.under(folder.root()),
+                        offset,
+                    })
+                    .await
+                    .is_err()
+                {
                     break Ok(());
                 }
             }
             Message::SyncComplete(done) => {
-                shared.counters.sync_sessions.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("{peer}: sync complete ({} files, {} bytes)", done.files, done.bytes);
+                shared
+                    .counters
+                    .sync_sessions
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    "{peer}: sync complete ({} files, {} bytes)",
+                    done.files,
+                    done.bytes
+                );
                 let _ = out_tx.send(Message::Ack).await;
             }
             Message::Heartbeat => {}
             other => {
-                let e = Error::protocol(format!("unexpected {:?} from the client", other.message_type()));
-                let _ = out_tx.send(Message::Error(ErrorMsg::fatal(ErrorCode::BadMessage, e.to_string()))).await;
+                let e = Error::protocol(format!(
+                    "unexpected {:?} from the client",
+                    other.message_type()
+                ));
+                let _ = out_tx
+                    .send(Message::Error(ErrorMsg::fatal(
+                        ErrorCode::BadMessage,
+                        e.to_string(),
+                    )))
+                    .await;
                 break Err(e);
             }
         }
@@ -154,13 +220,21 @@ async fn write_loop(mut writer: FrameWriter, mut rx: mpsc::Receiver<Message>) ->
 }
 
 /// The blocking file-reader stage.
-fn read_files(mut jobs: mpsc::Receiver<ReadJob>, out: mpsc::Sender<Message>, shared: &Shared, root: &Path) {
+fn read_files(
+    mut jobs: mpsc::Receiver<ReadJob>,
+    out: mpsc::Sender<Message>,
+    shared: &Shared,
+    root: &Path,
+) {
     let chunk_size = shared.config.chunk_size;
     while let Some(job) = jobs.blocking_recv() {
         match stream_file(&job, &out, chunk_size, root) {
             Ok(Some(bytes)) => {
                 shared.counters.files_sent.fetch_add(1, Ordering::Relaxed);
-                shared.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_sent
+                    .fetch_add(bytes, Ordering::Relaxed);
             }
             Ok(None) => return, // the writer is gone
             Err(msg) => {
@@ -173,8 +247,17 @@ fn read_files(mut jobs: mpsc::Receiver<ReadJob>, out: mpsc::Sender<Message>, sha
 }
 
 /// Streams one file as chunks. `Ok(None)` when the outbound queue closed.
-fn stream_file(job: &ReadJob, out: &mpsc::Sender<Message>, chunk_size: usize, root: &Path) -> Result<Option<u64>, ErrorMsg> {
-    let fail = |code: ErrorCode, message: String| ErrorMsg { code, message, id: Some(job.id) };
+fn stream_file(
+    job: &ReadJob,
+    out: &mpsc::Sender<Message>,
+    chunk_size: usize,
+    root: &Path,
+) -> Result<Option<u64>, ErrorMsg> {
+    let fail = |code: ErrorCode, message: String| ErrorMsg {
+        code,
+        message,
+        id: Some(job.id),
+    };
     let io_fail = |e: std::io::Error| fail(ErrorCode::Io, format!("cannot read the file: {e}"));
     // The scanner never follows symlinks; re-check at open time in case the tree changed since.
     let parent_ok = job
@@ -183,7 +266,10 @@ fn stream_file(job: &ReadJob, out: &mpsc::Sender<Message>, chunk_size: usize, ro
         .and_then(|p| p.canonicalize().ok())
         .is_some_and(|p| p.starts_with(root));
     if !parent_ok {
-        return Err(fail(ErrorCode::NotFound, "file is no longer inside the folder".into()));
+        return Err(fail(
+            ErrorCode::NotFound,
+            "file is no longer inside the folder".into(),
+        ));
     }
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -196,7 +282,10 @@ fn stream_file(job: &ReadJob, out: &mpsc::Sender<Message>, chunk_size: usize, ro
     }
     let size = md.len();
     if job.offset > size {
-        return Err(fail(ErrorCode::FileChanged, format!("offset {} is past the end ({size} bytes)", job.offset)));
+        return Err(fail(
+            ErrorCode::FileChanged,
+            format!("offset {} is past the end ({size} bytes)", job.offset),
+        ));
     }
     if job.offset > 0 {
         file.seek(SeekFrom::Start(job.offset)).map_err(io_fail)?;
@@ -206,10 +295,18 @@ fn stream_file(job: &ReadJob, out: &mpsc::Sender<Message>, chunk_size: usize, ro
         let n = (size - pos).min(chunk_size as u64) as usize;
         let mut buf = BytesMut::zeroed(n);
         file.read_exact(&mut buf).map_err(|e| {
-            fail(ErrorCode::FileChanged, format!("file changed while being read: {e}"))
+            fail(
+                ErrorCode::FileChanged,
+                format!("file changed while being read: {e}"),
+            )
         })?;
         let last = pos + n as u64 == size;
-        let chunk = FileChunk { id: job.id, offset: pos, last, data: buf.freeze() };
+        let chunk = FileChunk {
+            id: job.id,
+            offset: pos,
+            last,
+            data: buf.freeze(),
+        };
         if out.blocking_send(Message::FileChunk(chunk)).is_err() {
             return Ok(None);
         }
@@ -220,4 +317,3 @@ fn stream_file(job: &ReadJob, out: &mpsc::Sender<Message>, chunk_size: usize, ro
         }
     }
 }
-

@@ -1,0 +1,62 @@
+//! Shared helpers for the integration tests: temp folders, a running server, a raw peer.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ssp::{Server, ServerConfig};
+
+pub const SECRET: &str = "correct horse battery staple";
+
+/// A server on 127.0.0.1 with a free port, serving `folder` in the background.
+pub struct Running {
+    pub server: Arc<Server>,
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn start(folder: &Path) -> Running {
+        Self::start_with(ServerConfig::new(SECRET, folder, "127.0.0.1", 0)).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> Running {
+        let server = Arc::new(Server::new(config));
+        let port = server.bind().await.expect("bind").port();
+        let s = Arc::clone(&server);
+        let task = tokio::spawn(async move { s.serve().await.expect("serve") });
+        Running { server, port, task }
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+        self.task.await.expect("serve task");
+    }
+}
+
+/// Writes `content` at `rel` under `root`, creating folders.
+pub fn write(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// Every file under `root` (relative, sorted), excluding the metadata folder.
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            e.path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|p| !p.starts_with(".ssp/"))
+        .collect();
+    out.sort();
+    out
+}

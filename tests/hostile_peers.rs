@@ -1,0 +1,307 @@
+//! Peers that complete the real handshake and then misbehave: nothing may be read or written
+//! outside the folder, and a bad peer closes only its own connection.
+
+mod common;
+
+use common::{tree, write, Running, SECRET};
+use futures_util::{SinkExt, StreamExt};
+use ssp::net::{client_handshake, server_handshake};
+use ssp::protocol::{
+    ErrorCode, FileChunk, FileIndex, FileRequest, IndexEntry, Message, SyncRequest,
+};
+use ssp::{Client, ClientConfig, ErrorKind};
+use tokio::net::{TcpListener, TcpStream};
+
+fn entry(path: &str, content: &[u8]) -> IndexEntry {
+    IndexEntry {
+        path: path.into(),
+        size: content.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+        executable: false,
+        hash: blake3::hash(content).to_hex().to_string(),
+    }
+}
+
+/// A fake server that authenticates, answers SYNC_REQUEST with `index`, then sends `content`
+/// for every request. Returns the messages the client sent after the SYNC_REQUEST.
+async fn hostile_server(
+    index: Vec<IndexEntry>,
+    content: &'static [u8],
+) -> (u16, tokio::task::JoinHandle<Vec<Message>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = server_handshake(stream, SECRET.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(Ok(msg)) = conn.reader.next().await {
+            match &msg {
+                Message::SyncRequest(_) => {
+                    let idx = Message::FileIndex(FileIndex {
+                        entries: index.clone(),
+                        last: true,
+                    });
+                    conn.writer.send(idx).await.unwrap();
+                }
+                Message::FileRequest(FileRequest { id, .. }) => {
+                    let chunk = FileChunk {
+                        id: *id,
+                        offset: 0,
+                        last: true,
+                        data: bytes::Bytes::from_static(content),
+                    };
+                    let _ = conn.writer.send(Message::FileChunk(chunk)).await;
+                }
+                Message::SyncComplete(_) => {
+                    let _ = conn.writer.send(Message::Ack).await;
+                }
+                _ => {}
+            }
+            seen.push(msg);
+        }
+        seen
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn hostile_server_paths_are_refused_and_nothing_escapes() {
+    // (offered path, why it is hostile)
+    let table = [
+        ("../escape", "parent directory"),
+        ("sub/../../escape", "parent inside"),
+        ("/tmp/ssp-absolute-escape", "absolute path"),
+        ("C:/escape", "drive path"),
+        (".ssp/index.redb", "metadata folder"),
+        ("a\\..\\escape", "backslash"),
+    ];
+    for (path, why) in table {
+        let base = tempfile::tempdir().unwrap();
+        let folder = base.path().join("sync");
+        let (port, server) = hostile_server(
+            vec![entry("fine.txt", b"ok"), entry(path, b"evil")],
+            b"evil",
+        )
+        .await;
+        let client = Client::new(ClientConfig::new(SECRET, &folder, "127.0.0.1", port));
+        let err = client.sync(None).await.expect_err(why);
+        assert_eq!(err.kind(), ErrorKind::Path, "{why}: {err}");
+        drop(client);
+        let seen = server.await.unwrap();
+        assert!(
+            seen.iter()
+                .any(|m| matches!(m, Message::Error(e) if e.code == ErrorCode::BadPath)),
+            "{why}: the server was not told why: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|m| matches!(m, Message::FileRequest(_))),
+            "{why}: a file was requested"
+        );
+        assert!(
+            !base.path().join("escape").exists(),
+            "{why}: wrote outside the folder"
+        );
+        assert!(
+            !std::path::Path::new("/tmp/ssp-absolute-escape").exists(),
+            "{why}"
+        );
+        assert!(
+            tree(&folder).is_empty(),
+            "{why}: wrote inside the folder after a hostile index"
+        );
+    }
+}
+
+#[tokio::test]
+async fn content_that_does_not_match_its_hash_never_reaches_the_final_path() {
+    let base = tempfile::tempdir().unwrap();
+    let (port, server) = hostile_server(
+        vec![entry("file.txt", b"the real content")],
+        b"forged content!!",
+    )
+    .await;
+    let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
+    let err = client
+        .sync(None)
+        .await
+        .expect_err("forged content must fail");
+    assert!(err.to_string().contains("hash"), "{err}");
+    assert!(
+        tree(base.path()).is_empty(),
+        "no file, no temp file: {:?}",
+        tree(base.path())
+    );
+    drop(client);
+    server.abort();
+}
+
+/// Authenticates against a real server as a client and sends `msg` after a SYNC_REQUEST.
+/// Returns what the server sent up to its first ERROR (or until it closed the connection).
+async fn hostile_client(port: u16, msg: Message) -> Vec<Message> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut conn = client_handshake(stream, SECRET.as_bytes()).await.unwrap();
+    conn.writer
+        .send(Message::SyncRequest(SyncRequest {
+            mode: "pull".into(),
+        }))
+        .await
+        .unwrap();
+    conn.writer.send(msg).await.unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        while let Some(Ok(m)) = conn.reader.next().await {
+            let is_error = matches!(m, Message::Error(_));
+            got.push(m);
+            if is_error {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("the server neither answered nor closed the connection");
+    got
+}
+
+#[tokio::test]
+async fn hostile_client_requests_are_refused_and_the_server_survives() {
+    let base = tempfile::tempdir().unwrap();
+    let folder = base.path().join("served");
+    write(&folder, "public.txt", b"public");
+    write(base.path(), "secret.txt", b"outside the folder");
+    let server = Running::start(&folder).await;
+    for path in [
+        "../secret.txt",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/../../secret.txt",
+        ".ssp/index.redb",
+    ] {
+        let got = hostile_client(
+            server.port,
+            Message::FileRequest(FileRequest {
+                id: 1,
+                path: path.into(),
+                offset: 0,
+            }),
+        )
+        .await;
+        assert!(
+            got.iter().any(
+                |m| matches!(m, Message::Error(e) if e.code == ErrorCode::BadPath && e.id.is_none())
+            ),
+            "{path}: expected a fatal bad_path error, got {got:?}"
+        );
+        assert!(
+            !got.iter().any(|m| matches!(m, Message::FileChunk(_))),
+            "{path}: data was sent"
+        );
+    }
+    // A valid path that is not in the index is a per-request error; the session goes on.
+    let got = hostile_client(
+        server.port,
+        Message::FileRequest(FileRequest {
+            id: 9,
+            path: "nope.txt".into(),
+            offset: 0,
+        }),
+    )
+    .await;
+    assert!(
+        got.iter().any(
+            |m| matches!(m, Message::Error(e) if e.code == ErrorCode::NotFound && e.id == Some(9))
+        ),
+        "{got:?}"
+    );
+    // An offset beyond the end is refused too.
+    let got = hostile_client(
+        server.port,
+        Message::FileRequest(FileRequest {
+            id: 3,
+            path: "public.txt".into(),
+            offset: 1 << 40,
+        }),
+    )
+    .await;
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, Message::Error(e) if e.id == Some(3))),
+        "{got:?}"
+    );
+
+    // The server still serves an honest client.
+    let dst = base.path().join("honest");
+    Client::new(ClientConfig::new(SECRET, &dst, "127.0.0.1", server.port))
+        .sync(None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dst.join("public.txt")).unwrap(), b"public");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn version_mismatch_names_both_versions() {
+    use ssp::protocol::{FrameDecoder, FrameEncoder, Hello};
+    use tokio_util::codec::{FramedRead, FramedWrite};
+    let base = tempfile::tempdir().unwrap();
+    let server = Running::start(base.path()).await;
+    let stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let (r, w) = stream.into_split();
+    let mut writer = FramedWrite::new(w, FrameEncoder::default());
+    let mut reader = FramedRead::new(r, FrameDecoder::default());
+    writer
+        .send(Message::Hello(Hello {
+            version: 1,
+            min_version: 1,
+            software: "old".into(),
+        }))
+        .await
+        .unwrap();
+    match reader.next().await {
+        Some(Ok(Message::Error(e))) => {
+            assert_eq!(e.code, ErrorCode::VersionMismatch);
+            assert!(
+                e.message.contains("speaks 2") && e.message.contains("speaks 1"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a version_mismatch error, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_before_the_handshake_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = tempfile::tempdir().unwrap();
+    write(base.path(), "f", b"x");
+    let server = Running::start(base.path()).await;
+    for garbage in [
+        &b"\xff\xff\xff\xff"[..],
+        b"\x00\x00\x00\x05\x63hello",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    }
+    let dst = tempfile::tempdir().unwrap();
+    Client::new(ClientConfig::new(
+        SECRET,
+        dst.path(),
+        "127.0.0.1",
+        server.port,
+    ))
+    .sync(None)
+    .await
+    .unwrap();
+    assert_eq!(tree(dst.path()), ["f"]);
+    server.stop().await;
+}
