@@ -5,7 +5,28 @@ awaited from any asyncio event loop in any thread; the GIL is released while the
 Python callers normally use :class:`ssp.SSPServer` / :class:`ssp.SSPClient`, which wrap these.
 """
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, final
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
+    "METADATA_DIR",
+    "MIN_CHUNK_SIZE",
+    "PROTOCOL_VERSION",
+    "AddressInUseError",
+    "AuthError",
+    "DiskError",
+    "FolderError",
+    "NativeClient",
+    "NativeServer",
+    "PathError",
+    "ProtocolError",
+    "SSPConnectionError",
+    "SSPError",
+    "__version__",
+    "scan_folder",
+    "validate_path",
+]
 
 __version__: str
 PROTOCOL_VERSION: int
@@ -48,15 +69,16 @@ def scan_folder(folder: str) -> List[Tuple[str, int, str, float, bool]]:
 def validate_path(path: str) -> str:
     """Return ``path`` if it is an acceptable relative sync path, else raise :class:`PathError`."""
 
+@final
 class NativeServer:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         shared_secret: str,
         sync_folder: str,
         host: str = "localhost",
         port: int = 8888,
-        chunk_size: int = ...,
-    ) -> None: ...
+        chunk_size: int = 524288,
+    ) -> NativeServer: ...
     def bind(self) -> Awaitable[int]:
         """Create the folder if missing, bind the listener and return the bound port.
 
@@ -70,22 +92,27 @@ class NativeServer:
         stats={total_connections, active_connections, files_sent, bytes_sent, sync_sessions,
         files_received, bytes_received, uptime_s, auth_failures}``."""
 
+@final
 class NativeClient:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         shared_secret: str,
         sync_folder: str,
         server_host: str = "localhost",
         server_port: int = 8888,
         chunk_size: Optional[int] = None,
-    ) -> None: ...
-    def connect(self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Awaitable[None]:
+    ) -> NativeClient: ...
+    def connect(
+        self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
+    ) -> Awaitable[None]:
         """Connect, negotiate the version and authenticate.
 
         Raises :class:`AuthError`, :class:`SSPConnectionError` or :class:`ProtocolError`.
         ``on_event(kind, payload)`` is called from an engine thread with kind ``"status"``
         (payload ``{"status": str, "details": str}``)."""
-    def sync(self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Awaitable[Dict[str, Any]]:
+    def sync(
+        self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
+    ) -> Awaitable[Dict[str, Any]]:
         """Pull every new or changed file of the server's folder; return the sync stats.
 
         ``on_event`` receives ``("status", {...})`` and, at most ~10 times a second,

@@ -15,7 +15,6 @@ heavy imports such as tqdm happen only when needed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -246,28 +245,13 @@ async def _serve(settings: Settings, prog: str) -> int:
     return 0
 
 
-def _finish(code: int, argv: Sequence[str] | None) -> int:
-    """Return ``code``; when run as a program (``argv`` is None), exit the process right away.
-
-    Exiting with ``os._exit`` after flushing skips interpreter finalization, which the engine's
-    runtime threads must not race (and which a short-lived command does not need).
-    """
-    if argv is not None:
-        return code
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
 def server_main(argv: Sequence[str] | None = None, prog: str = "ssp-server") -> int:
     """``ssp-server [options] SECRET FOLDER [HOST] [PORT]``: serve until SIGINT/SIGTERM.
 
     Returns the exit status when given ``argv``; with ``argv=None`` (a console script) it reads
     ``sys.argv`` and exits the process with that status.
     """
-    return _finish(_server(argv, prog), argv)
+    return _server(argv, prog)
 
 
 def _server(argv: Sequence[str] | None, prog: str) -> int:
@@ -367,7 +351,7 @@ def client_main(argv: Sequence[str] | None = None, prog: str = "ssp-client") -> 
     Returns the exit status when given ``argv``; with ``argv=None`` (a console script) it reads
     ``sys.argv`` and exits the process with that status.
     """
-    return _finish(_client(argv, prog), argv)
+    return _client(argv, prog)
 
 
 def _client(argv: Sequence[str] | None, prog: str) -> int:
@@ -395,4 +379,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2 if not args or args[0] not in ("-h", "--help") else 0
     command = args.pop(0)
-    return _finish(commands[command](args, prog=f"python -m ssp {command}"), argv)
+    return commands[command](args, prog=f"python -m ssp {command}")

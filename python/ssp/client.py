@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ssp import _native
-from ssp._exit import engine_used
 
 __all__ = ["STATUSES", "ProgressCallback", "SSPClient", "StatusCallback"]
 
@@ -72,7 +71,6 @@ class SSPClient:
         """Why the last connect() or sync() failed, or None if it succeeded."""
         self.last_status: str | None = None
         """The last status delivered to the status callback."""
-        engine_used()
         self._native = _native.NativeClient(
             shared_secret, str(self.sync_folder), server_host, server_port, chunk_size
         )

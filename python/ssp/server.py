@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from ssp import _native
-from ssp._exit import engine_used
 from ssp.protocol import CHUNK_SIZE
 
 __all__ = ["SSPServer"]
@@ -46,7 +45,6 @@ class SSPServer:
         self._requested_port = port
         # Guards the fields below, which threads other than the serving one read or write.
         self._lock = threading.Lock()
-        engine_used()
         self._native = self._new_native()
         self._bound = False
         # Set by stop(): a start() that has not reached serve() yet must not begin serving.

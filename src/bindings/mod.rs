@@ -9,54 +9,57 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
-use pyo3_async_runtimes::tokio::future_into_py;
 use serde_json::{json, Value};
+
+mod awaitable;
+mod gate;
 
 use crate::error::{Error, ErrorKind};
 use crate::fs::{RelPath, METADATA_DIR};
 use crate::progress::{Event, EventSink};
 use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
 use crate::sync::{Client, ClientConfig, Server, ServerConfig};
+use awaitable::awaitable;
 
 create_exception!(
-    _native,
+    ssp._native,
     SSPError,
     PyException,
     "Base class of every SSP engine error."
 );
 create_exception!(
-    _native,
+    ssp._native,
     AuthError,
     SSPError,
     "The peer does not share our secret."
 );
 create_exception!(
-    _native,
+    ssp._native,
     ProtocolError,
     SSPError,
     "The peer broke the protocol."
 );
-create_exception!(_native, PathError, SSPError, "A path was rejected.");
+create_exception!(ssp._native, PathError, SSPError, "A path was rejected.");
 create_exception!(
-    _native,
+    ssp._native,
     AddressInUseError,
     SSPError,
     "The port is already in use."
 );
 create_exception!(
-    _native,
+    ssp._native,
     FolderError,
     SSPError,
     "The sync folder is unusable."
 );
 create_exception!(
-    _native,
+    ssp._native,
     SSPConnectionError,
     SSPError,
     "Connection refused, lost or timed out."
 );
 create_exception!(
-    _native,
+    ssp._native,
     DiskError,
     SSPError,
     "A local disk operation failed."
@@ -122,12 +125,14 @@ fn event_sink(callback: Option<Py<PyAny>>) -> Option<EventSink> {
             ),
             Event::Progress(p) => ("progress", serde_json::to_value(p).unwrap_or(Value::Null)),
         };
-        Python::attach(|py| {
-            let result = to_object(py, &payload).and_then(|obj| callback.call1(py, (kind, obj)));
-            if let Err(e) = result {
-                tracing::warn!("event callback raised: {e}");
-            }
+        let result = gate::with_python(|py| {
+            to_object(py, &payload)
+                .and_then(|obj| callback.call1(py, (kind, obj)))
+                .map(drop)
         });
+        if let Some(Err(e)) = result {
+            tracing::warn!("event callback raised: {e}");
+        }
     }))
 }
 
@@ -150,7 +155,10 @@ struct NativeServer {
 #[pymethods]
 impl NativeServer {
     #[new]
-    #[pyo3(signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE))]
+    #[pyo3(
+        signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE),
+        text_signature = "(shared_secret, sync_folder, host='localhost', port=8888, chunk_size=524288)"
+    )]
     fn new(
         shared_secret: String,
         sync_folder: PathBuf,
@@ -167,21 +175,22 @@ impl NativeServer {
 
     fn bind<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = Arc::clone(&self.inner);
-        future_into_py(py, async move {
-            server.bind().await.map(|a| a.port()).map_err(to_py)
-        })
+        awaitable(py, async move { Ok(server.bind().await?.port().into()) })
     }
 
     fn serve<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = Arc::clone(&self.inner);
-        future_into_py(py, async move { server.serve().await.map_err(to_py) })
+        awaitable(
+            py,
+            async move { server.serve().await.map(|()| Value::Null) },
+        )
     }
 
     fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = Arc::clone(&self.inner);
-        future_into_py(py, async move {
+        awaitable(py, async move {
             server.stop().await;
-            Ok(())
+            Ok(Value::Null)
         })
     }
 
@@ -199,7 +208,10 @@ struct NativeClient {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (shared_secret, sync_folder, server_host = "localhost".to_owned(), server_port = 8888, chunk_size = None))]
+    #[pyo3(
+        signature = (shared_secret, sync_folder, server_host = "localhost".to_owned(), server_port = 8888, chunk_size = None),
+        text_signature = "(shared_secret, sync_folder, server_host='localhost', server_port=8888, chunk_size=None)"
+    )]
     fn new(
         shared_secret: String,
         sync_folder: PathBuf,
@@ -224,8 +236,8 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = Arc::clone(&self.inner);
         let sink = event_sink(on_event);
-        future_into_py(py, async move {
-            client.connect(sink.as_ref()).await.map_err(to_py)
+        awaitable(py, async move {
+            client.connect(sink.as_ref()).await.map(|()| Value::Null)
         })
     }
 
@@ -237,11 +249,9 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = Arc::clone(&self.inner);
         let sink = event_sink(on_event);
-        future_into_py(py, async move {
-            let stats = client.sync(sink.as_ref()).await.map_err(to_py)?;
-            let value =
-                serde_json::to_value(stats).map_err(|e| SSPError::new_err(e.to_string()))?;
-            Python::attach(|py| to_object(py, &value).map(Bound::unbind))
+        awaitable(py, async move {
+            let stats = client.sync(sink.as_ref()).await?;
+            serde_json::to_value(stats).map_err(|e| Error::Store(e.to_string()))
         })
     }
 
@@ -251,9 +261,9 @@ impl NativeClient {
 
     fn disconnect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = Arc::clone(&self.inner);
-        future_into_py(py, async move {
+        awaitable(py, async move {
             client.disconnect(None).await;
-            Ok(())
+            Ok(Value::Null)
         })
     }
 
@@ -296,9 +306,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Engine logs (tracing, bridged through `log`) go to Python's logging as `ssp.*` loggers.
     // Levels are not cached, so `logging.basicConfig(level=...)` after import takes effect.
+    // Behind the gate: no engine thread enters the interpreter once it starts to finalize.
     if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers) {
-        let _ = logger.install();
+        if log::set_boxed_logger(Box::new(gate::GatedLogger(logger))).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
     }
+    let close = wrap_pyfunction!(gate::close, m)?;
+    py.import("atexit")?.call_method1("register", (&close,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PROTOCOL_VERSION", PROTOCOL_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?;

@@ -312,7 +312,7 @@ def test_a_script_using_the_api_exits_cleanly(tmp_path, serve):
         "    return ok\n"
         "assert asyncio.run(main())\n"
     )
-    for run in range(5):
+    for run in range(12):
         dst = tmp_path / f"client{run}"
         done = subprocess.run(
             [sys.executable, "-c", script, SECRET, str(dst), str(server.port)],
