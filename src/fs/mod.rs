@@ -1,10 +1,12 @@
 //! All disk access: validated relative paths, scanning with the hash cache, safe directory
 //! creation and the temp-file naming that keeps partial files away from final paths.
 
+mod beneath;
 mod relpath;
 mod scan;
 mod write;
 
+pub use beneath::Beneath;
 pub use relpath::RelPath;
 pub(crate) use scan::check_folder;
 pub use scan::{hash_file, scan_folder, ScanResult};

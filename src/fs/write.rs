@@ -214,16 +214,23 @@ impl PartWriter {
         }
         let path = self.path.clone();
         let result = (|| {
-            if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
-                return Err(Error::io(
-                    format!("cannot replace {}", target.display()),
-                    io::Error::other("a folder is in the way"),
-                ));
-            }
             let written = set_metadata(&self.file, &path, mtime_ns, executable)?;
-            std::fs::rename(&path, target)
-                .context(|| format!("renaming onto {}", target.display()))?;
-            Ok(written)
+            // rename(2) never replaces a folder with a file: EISDIR (or ENOTEMPTY/EEXIST).
+            match std::fs::rename(&path, target) {
+                Ok(()) => Ok(written),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
+                    ) =>
+                {
+                    Err(Error::io(
+                        format!("cannot replace {}", target.display()),
+                        io::Error::other("a folder is in the way"),
+                    ))
+                }
+                Err(e) => Err(Error::io(format!("renaming onto {}", target.display()), e)),
+            }
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
@@ -285,5 +292,32 @@ mod tests {
         assert_eq!(written.mtime_ns, 1_500_000_000_123_456_789);
         assert!(std::fs::metadata(&target).unwrap().mode() & 0o100 != 0);
         assert!(!part.exists());
+    }
+
+    #[test]
+    fn a_folder_in_the_way_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let rel = RelPath::parse("d").unwrap();
+        let hash = Hash(*blake3::hash(b"file").as_bytes());
+        let target = rel.under(dir.path());
+        for keep in ["", "kept.txt"] {
+            std::fs::create_dir_all(&target).unwrap();
+            if !keep.is_empty() {
+                std::fs::write(target.join(keep), b"mine").unwrap();
+            }
+            let part = part_path(dir.path(), &rel, &hash);
+            let mut w = PartWriter::create(&part).unwrap();
+            w.write(b"file").unwrap();
+            match w.finish(&hash, 0, false, &target) {
+                Err(FinishError::Other(e)) => {
+                    assert!(e.to_string().contains("folder is in the way"), "{e}")
+                }
+                other => panic!("replaced a folder ({keep:?}): {:?}", other.is_ok()),
+            }
+            assert!(target.is_dir() && !part.exists());
+            if !keep.is_empty() {
+                assert_eq!(std::fs::read(target.join(keep)).unwrap(), b"mine");
+            }
+        }
     }
 }

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures_util::SinkExt;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,10 +21,15 @@ use crate::protocol::{
     ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest,
 };
 
-/// Files requested ahead of the one being received.
+/// Files requested ahead of the one being received. Requests go out in batches: once half the
+/// window has arrived, the window is topped up with one flush.
 const WINDOW_FILES: usize = 256;
-/// Chunks queued between the socket task and the writer thread.
-const WRITE_QUEUE: usize = 8;
+/// Batches queued between the socket task and the writer thread.
+const WRITE_QUEUE: usize = 4;
+/// A batch for the writer ends at this many messages or bytes (whatever is already received
+/// goes in one hand-over: one thread wake-up per batch, not per small file).
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// What a pull did.
 #[derive(Debug, Default, Clone)]
@@ -138,6 +142,7 @@ pub(crate) async fn pull(
     };
     let remote = receive_index(conn).await?;
     let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
+    let parts: HashSet<PathBuf> = local.parts.into_iter().collect();
     let local: HashMap<String, FileRecord> = local
         .files
         .into_iter()
@@ -203,7 +208,8 @@ pub(crate) async fn pull(
             ..Default::default()
         }));
     }
-    let (received, failures, bytes) = transfer(conn, fetches, root, chunk_size, &hooks).await?;
+    let (received, failures, bytes) =
+        transfer(conn, fetches, &parts, root, chunk_size, &hooks).await?;
     outcome.files_received = received.len() as u64;
     outcome.bytes_received = bytes;
     outcome.failures.extend(failures);
@@ -253,6 +259,7 @@ type Transferred = (Vec<FileRecord>, Vec<(String, String)>, u64);
 async fn transfer(
     conn: &mut Connection,
     fetches: Vec<Fetch>,
+    parts: &HashSet<PathBuf>,
     root: PathBuf,
     chunk_size: usize,
     hooks: &PullHooks<'_>,
@@ -266,8 +273,11 @@ async fn transfer(
     // Resume offsets: an intact prefix left by an interrupted sync.
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
     for (i, f) in fetches.iter().enumerate() {
-        let offset = match std::fs::symlink_metadata(&f.part) {
-            Ok(md) if md.is_file() && md.len() <= f.entry.size => md.len(),
+        let offset = match parts
+            .contains(&f.part)
+            .then(|| std::fs::symlink_metadata(&f.part))
+        {
+            Some(Ok(md)) if md.is_file() && md.len() <= f.entry.size => md.len(),
             _ => 0,
         };
         if offset > 0 {
@@ -277,8 +287,8 @@ async fn transfer(
         queue.push_back((i as u32, offset));
     }
     let fetches = Arc::new(fetches);
-    let (cmd_tx, cmd_rx) = mpsc::channel::<WriteCmd>(WRITE_QUEUE);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FileDone>();
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Vec<WriteCmd>>(WRITE_QUEUE);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<FileDone>>();
     let writer = {
         let (fetches, counters) = (Arc::clone(&fetches), Arc::clone(&counters));
         tokio::task::spawn_blocking(move || {
@@ -304,15 +314,13 @@ async fn transfer(
     let mut failures = Vec::new();
     let result: Result<()> = async {
         loop {
-            let mut fed = false;
-            while inflight.len() < WINDOW_FILES {
-                let Some((id, offset)) = queue.pop_front() else { break };
-                let path = fetches[id as usize].entry.path.clone();
-                conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
-                inflight.insert(id);
-                fed = true;
-            }
-            if fed {
+            if inflight.len() <= WINDOW_FILES / 2 && !queue.is_empty() {
+                while inflight.len() < WINDOW_FILES {
+                    let Some((id, offset)) = queue.pop_front() else { break };
+                    let path = fetches[id as usize].entry.path.clone();
+                    conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
+                    inflight.insert(id);
+                }
                 conn.writer.flush().await?;
             }
             hooks.pending.store((inflight.len() + queue.len()) as u64, Ordering::Relaxed);
@@ -322,38 +330,56 @@ async fn transfer(
             tokio::select! {
                 biased;
                 _ = hooks.cancel.cancelled() => return Err(Error::Cancelled),
-                Some(done) = done_rx.recv() => {
-                    inflight.remove(&done.id);
-                    let path = &fetches[done.id as usize].entry.path;
-                    match done.outcome {
-                        Outcome::Done(rec) => received.push(rec),
-                        Outcome::Retry if retried.insert(done.id) => queue.push_back((done.id, 0)),
-                        Outcome::Retry => failures.push((
-                            path.clone(),
-                            "content did not match its hash (changed on the server during the sync?)".into(),
-                        )),
-                        Outcome::Failed(reason) => {
-                            tracing::warn!("{path}: {reason}");
-                            failures.push((path.clone(), reason));
+                Some(batch) = done_rx.recv() => {
+                    for done in batch {
+                        inflight.remove(&done.id);
+                        let path = &fetches[done.id as usize].entry.path;
+                        match done.outcome {
+                            Outcome::Done(rec) => received.push(rec),
+                            Outcome::Retry if retried.insert(done.id) => queue.push_back((done.id, 0)),
+                            Outcome::Retry => failures.push((
+                                path.clone(),
+                                "content did not match its hash (changed on the server during the sync?)".into(),
+                            )),
+                            Outcome::Failed(reason) => {
+                                tracing::warn!("{path}: {reason}");
+                                failures.push((path.clone(), reason));
+                            }
                         }
                     }
                 }
-                msg = conn.reader.next() => match msg {
-                    Some(Ok(Message::FileChunk(c))) => {
-                        if !inflight.contains(&c.id) {
-                            return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
+                msg = conn.reader.next() => {
+                    // Take everything already received, up to a batch, in one hand-over.
+                    let (mut batch, mut bytes, mut next) = (Vec::new(), 0, msg);
+                    loop {
+                        match next {
+                            Some(Ok(Message::FileChunk(c))) => {
+                                if !inflight.contains(&c.id) {
+                                    return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
+                                }
+                                bytes += c.data.len();
+                                batch.push(WriteCmd::Chunk(c));
+                            }
+                            Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains(&id) => {
+                                batch.push(WriteCmd::Fail { id, reason: format!("server: {message}") });
+                            }
+                            Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
+                            Some(Ok(Message::Heartbeat)) => {}
+                            Some(Ok(m)) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
+                            Some(Err(e)) => return Err(e),
+                            None => return Err(Error::ConnectionLost("the server closed the connection mid-transfer".into())),
                         }
-                        cmd_tx.send(WriteCmd::Chunk(c)).await.map_err(|_| Error::Store("writer thread stopped".into()))?;
+                        if batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES {
+                            break;
+                        }
+                        match conn.reader.next().now_or_never() {
+                            Some(m) => next = m,
+                            None => break,
+                        }
                     }
-                    Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains(&id) => {
-                        cmd_tx.send(WriteCmd::Fail { id, reason: format!("server: {message}") }).await
-                            .map_err(|_| Error::Store("writer thread stopped".into()))?;
+                    if !batch.is_empty() {
+                        cmd_tx.send(batch).await.map_err(|_| Error::Store("writer thread stopped".into()))?;
                     }
-                    Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
-                    Some(Ok(Message::Heartbeat)) => {}
-                    Some(Ok(m)) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(Error::ConnectionLost("the server closed the connection mid-transfer".into())),
                 }
             }
         }
@@ -387,90 +413,112 @@ enum Slot {
 fn write_files(
     fetches: &[Fetch],
     root: &std::path::Path,
-    mut cmds: mpsc::Receiver<WriteCmd>,
-    done: &mpsc::UnboundedSender<FileDone>,
+    mut cmds: mpsc::Receiver<Vec<WriteCmd>>,
+    done: &mpsc::UnboundedSender<Vec<FileDone>>,
     counters: &TransferCounters,
 ) {
     let mut slots: HashMap<u32, Slot> = HashMap::new();
     let mut known_dirs = HashSet::new();
-    while let Some(cmd) = cmds.blocking_recv() {
-        match cmd {
-            WriteCmd::Fail { id, reason } => {
-                if let Some(Slot::Writing(w)) = slots.remove(&id) {
-                    w.discard();
-                }
-                counters.files_done.fetch_add(1, Ordering::Relaxed);
-                let _ = done.send(FileDone {
-                    id,
-                    outcome: Outcome::Failed(reason),
-                });
-            }
-            WriteCmd::Chunk(c) => {
-                let Some(f) = fetches.get(c.id as usize) else {
-                    continue;
-                };
-                let slot = slots
-                    .remove(&c.id)
-                    .unwrap_or_else(|| open_slot(f, root, c.offset, &mut known_dirs));
-                let slot = match slot {
-                    Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
-                        Ok(()) => {
-                            counters.add_bytes(
-                                &f.entry.path,
-                                f.entry.size,
-                                w.written(),
-                                c.data.len() as u64,
-                            );
-                            Slot::Writing(w)
-                        }
-                        Err(e) => {
-                            w.discard();
-                            Slot::Skipping(Outcome::Failed(e.to_string()))
-                        }
-                    },
-                    Slot::Writing(w) => {
-                        w.discard();
-                        Slot::Skipping(Outcome::Failed("chunk out of order".into()))
-                    }
-                    skipping => skipping,
-                };
-                if !c.last {
-                    slots.insert(c.id, slot);
-                    continue;
-                }
-                let outcome = match slot {
-                    Slot::Writing(w) if w.written() != f.entry.size => {
-                        w.discard();
-                        Outcome::Failed(format!(
-                            "size changed on the server (expected {} bytes)",
-                            f.entry.size
-                        ))
-                    }
-                    Slot::Writing(w) => {
-                        match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
-                            Ok(written) => Outcome::Done(record(
-                                &f.entry,
-                                f.hash,
-                                written.mtime_ns,
-                                written.inode,
-                            )),
-                            // Fetched again once from zero; a second mismatch is reported as a failure.
-                            Err(FinishError::HashMismatch) => Outcome::Retry,
-                            Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
-                        }
-                    }
-                    Slot::Skipping(o) => o,
-                };
-                if !matches!(outcome, Outcome::Retry) {
-                    counters.files_done.fetch_add(1, Ordering::Relaxed);
-                }
-                if done.send(FileDone { id: c.id, outcome }).is_err() {
-                    return;
-                }
-            }
+    while let Some(batch) = cmds.blocking_recv() {
+        let mut finished = Vec::new();
+        for cmd in batch {
+            write_one(
+                cmd,
+                fetches,
+                root,
+                counters,
+                &mut slots,
+                &mut known_dirs,
+                &mut finished,
+            );
+        }
+        if !finished.is_empty() && done.send(finished).is_err() {
+            return;
         }
     }
     // Interrupted: leave temp files in place so the next sync resumes them.
+}
+
+/// Applies one command of a batch; a file that is complete (or failed) goes to `finished`.
+fn write_one(
+    cmd: WriteCmd,
+    fetches: &[Fetch],
+    root: &std::path::Path,
+    counters: &TransferCounters,
+    slots: &mut HashMap<u32, Slot>,
+    known_dirs: &mut HashSet<PathBuf>,
+    finished: &mut Vec<FileDone>,
+) {
+    match cmd {
+        WriteCmd::Fail { id, reason } => {
+            if let Some(Slot::Writing(w)) = slots.remove(&id) {
+                w.discard();
+            }
+            counters.files_done.fetch_add(1, Ordering::Relaxed);
+            finished.push(FileDone {
+                id,
+                outcome: Outcome::Failed(reason),
+            });
+        }
+        WriteCmd::Chunk(c) => {
+            let Some(f) = fetches.get(c.id as usize) else {
+                return;
+            };
+            let slot = slots
+                .remove(&c.id)
+                .unwrap_or_else(|| open_slot(f, root, c.offset, known_dirs));
+            let slot = match slot {
+                Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
+                    Ok(()) => {
+                        counters.add_bytes(
+                            &f.entry.path,
+                            f.entry.size,
+                            w.written(),
+                            c.data.len() as u64,
+                        );
+                        Slot::Writing(w)
+                    }
+                    Err(e) => {
+                        w.discard();
+                        Slot::Skipping(Outcome::Failed(e.to_string()))
+                    }
+                },
+                Slot::Writing(w) => {
+                    w.discard();
+                    Slot::Skipping(Outcome::Failed("chunk out of order".into()))
+                }
+                skipping => skipping,
+            };
+            if !c.last {
+                slots.insert(c.id, slot);
+                return;
+            }
+            let outcome = match slot {
+                Slot::Writing(w) if w.written() != f.entry.size => {
+                    w.discard();
+                    Outcome::Failed(format!(
+                        "size changed on the server (expected {} bytes)",
+                        f.entry.size
+                    ))
+                }
+                Slot::Writing(w) => {
+                    match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
+                        Ok(written) => {
+                            Outcome::Done(record(&f.entry, f.hash, written.mtime_ns, written.inode))
+                        }
+                        // Fetched again once from zero; a second mismatch is reported as a failure.
+                        Err(FinishError::HashMismatch) => Outcome::Retry,
+                        Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
+                    }
+                }
+                Slot::Skipping(o) => o,
+            };
+            if !matches!(outcome, Outcome::Retry) {
+                counters.files_done.fetch_add(1, Ordering::Relaxed);
+            }
+            finished.push(FileDone { id: c.id, outcome });
+        }
+    }
 }
 
 fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet<PathBuf>) -> Slot {

@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::folder::Folder;
 use super::server::Shared;
 use crate::error::{Error, Result};
-use crate::fs::RelPath;
+use crate::fs::{Beneath, RelPath};
 use crate::index::FileRecord;
 use crate::net::{recv, Connection, FrameWriter};
 use crate::protocol::{
@@ -35,7 +34,7 @@ const JOB_QUEUE: usize = 1024;
 /// A file to stream.
 struct ReadJob {
     id: u32,
-    path: PathBuf,
+    rel: RelPath,
     offset: u64,
 }
 
@@ -160,15 +159,7 @@ pub(crate) async fn serve_session(
                     }
                     continue;
                 }
-                if job_tx
-                    .send(ReadJob {
-                        id,
-                        path: rel.under(folder.root()),
-                        offset,
-                    })
-                    .await
-                    .is_err()
-                {
+                if job_tx.send(ReadJob { id, rel, offset }).await.is_err() {
                     break Ok(());
                 }
             }
@@ -227,8 +218,17 @@ fn read_files(
     root: &Path,
 ) {
     let chunk_size = shared.config.chunk_size;
+    let beneath = Beneath::new(root);
     while let Some(job) = jobs.blocking_recv() {
-        match stream_file(&job, &out, chunk_size, root) {
+        let streamed = match &beneath {
+            Ok(b) => stream_file(&job, &out, chunk_size, b),
+            Err(e) => Err(ErrorMsg {
+                code: ErrorCode::Io,
+                message: format!("cannot open the served folder: {e}"),
+                id: Some(job.id),
+            }),
+        };
+        match streamed {
             Ok(Some(bytes)) => {
                 shared.counters.files_sent.fetch_add(1, Ordering::Relaxed);
                 shared
@@ -251,7 +251,7 @@ fn stream_file(
     job: &ReadJob,
     out: &mpsc::Sender<Message>,
     chunk_size: usize,
-    root: &Path,
+    beneath: &Beneath,
 ) -> Result<Option<u64>, ErrorMsg> {
     let fail = |code: ErrorCode, message: String| ErrorMsg {
         code,
@@ -259,23 +259,16 @@ fn stream_file(
         id: Some(job.id),
     };
     let io_fail = |e: std::io::Error| fail(ErrorCode::Io, format!("cannot read the file: {e}"));
-    // The scanner never follows symlinks; re-check at open time in case the tree changed since.
-    let parent_ok = job
-        .path
-        .parent()
-        .and_then(|p| p.canonicalize().ok())
-        .is_some_and(|p| p.starts_with(root));
-    if !parent_ok {
-        return Err(fail(
-            ErrorCode::NotFound,
-            "file is no longer inside the folder".into(),
-        ));
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&job.path)
-        .map_err(io_fail)?;
+    // The scanner never follows symlinks; the open refuses them too, in case the tree changed.
+    let mut file = beneath
+        .open_read(&job.rel)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => fail(
+                ErrorCode::NotFound,
+                "no longer a regular file inside the folder".into(),
+            ),
+            _ => io_fail(e),
+        })?;
     let md = file.metadata().map_err(io_fail)?;
     if !md.is_file() {
         return Err(fail(ErrorCode::NotFound, "not a regular file".into()));
