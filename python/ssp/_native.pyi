@@ -120,6 +120,13 @@ class NativeClient:
         chunk_index, total_chunks, progress, files_done, files_total, bytes_done, bytes_total,
         rate_bps, eta_s``. It is called from an engine thread: the Python wrapper re-schedules it
         onto the caller's event loop."""
+    def pull_blocking(
+        self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
+    ) -> Dict[str, Any]:
+        """Connect if needed, sync and disconnect, blocking the calling thread (GIL released);
+        return the sync stats or raise like :meth:`sync`. A pending signal (Ctrl-C) cancels
+        the sync and is raised (``KeyboardInterrupt``). ``on_event`` is called directly from
+        engine threads. For programs without an event loop, such as the command line."""
     def cancel(self) -> None:
         """Ask a running sync to stop; it then raises :class:`SSPError` ("sync cancelled")."""
     def disconnect(self) -> Awaitable[None]: ...

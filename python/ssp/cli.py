@@ -309,31 +309,33 @@ class _ProgressBar:
         self._bar.close()
 
 
-async def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
+def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
+    """One pull through the engine's blocking call: no asyncio to import or run."""
     import time
 
-    from ssp.client import SSPClient
+    from ssp._native import NativeClient, SSPError
 
-    client = SSPClient(
-        settings.secret, settings.folder, settings.host, settings.port, settings.chunk_size
-    )
+    try:
+        client = NativeClient(
+            settings.secret, settings.folder, settings.host, settings.port, settings.chunk_size
+        )
+    except (SSPError, ValueError) as exc:
+        return _fail(prog, exc)
     bar = _ProgressBar() if show_bar else None
-    if bar is not None:
-        client.set_progress_callback(bar.update)
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        if bar is not None and kind == "progress":
+            bar.update(payload)
+
     started = time.monotonic()
     try:
-        ok = await client.connect() and await client.sync()
+        stats = client.pull_blocking(on_event)
+    except SSPError as exc:
+        return _fail(prog, exc)
     finally:
         if bar is not None:
             bar.close()
-    try:
-        await client.disconnect()
-    except Exception:  # the sync's outcome is what matters; disconnect is best effort
-        logging.getLogger("ssp.cli").debug("disconnect failed", exc_info=True)
-    if not ok:
-        return _fail(prog, client.last_error or client.last_status or "sync failed")
     if not settings.quiet:
-        stats = client.get_sync_stats()
         seconds = time.monotonic() - started
         files = int(stats.get("files_received", 0) or 0)
         size = int(stats.get("bytes_received", 0) or 0)
@@ -359,10 +361,8 @@ def _client(argv: Sequence[str] | None, prog: str) -> int:
     # The client's failure is reported as one line; engine logs only with -v.
     _setup_logging(settings, logging.CRITICAL)
     show_bar = not settings.quiet and sys.stderr.isatty()
-    import asyncio
-
     try:
-        return asyncio.run(_pull(settings, prog, show_bar))
+        return _pull(settings, prog, show_bar)
     except KeyboardInterrupt:
         return _fail(prog, "interrupted", 130)
 

@@ -255,6 +255,48 @@ impl NativeClient {
         })
     }
 
+    /// Connects if needed, syncs and disconnects, blocking this thread with the GIL released.
+    /// A signal (Ctrl-C) cancels the sync and raises. For the command line: no event loop.
+    #[pyo3(signature = (on_event = None))]
+    fn pull_blocking<'py>(
+        &self,
+        py: Python<'py>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let client = Arc::clone(&self.inner);
+        let sink = event_sink(on_event);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            let result = client.sync(sink.as_ref()).await;
+            client.disconnect(None).await;
+            let _ = tx.send(result);
+        });
+        // A Mutex makes the receiver `Sync`, which `detach` asks of what it borrows.
+        let rx = std::sync::Mutex::new(rx);
+        let wait = || match rx.lock() {
+            Ok(rx) => rx.recv_timeout(std::time::Duration::from_millis(100)),
+            Err(_) => Err(RecvTimeoutError::Disconnected),
+        };
+        loop {
+            match py.detach(wait) {
+                Ok(result) => return snapshot(py, &result.map_err(to_py)?),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupted) = py.check_signals() {
+                        self.inner.cancel();
+                        task.abort();
+                        return Err(interrupted);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(SSPError::new_err(
+                        "internal error: the engine task ended without a result",
+                    ))
+                }
+            }
+        }
+    }
+
     fn cancel(&self) {
         self.inner.cancel();
     }

@@ -334,3 +334,30 @@ def test_cli_several_clients_at_once(tmp_path, cli_server):
     assert [code for code, _ in results] == [0] * len(dsts), results
     for dst in dsts:
         assert_synced(src, dst)
+
+
+def test_cli_client_interrupted_exits_130_with_one_line(tmp_path):
+    """Ctrl-C while the engine blocks (here: a peer that accepts and never answers) stops the
+    client at once with one line and status 130, leaving nothing behind."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind((HOST, 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        dst = tmp_path / "client"
+        proc = subprocess.Popen(
+            [*client_command("console"), SECRET, str(dst), HOST, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        peer, _ = silent.accept()  # the client is now waiting for our HELLO
+        with peer:
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=20)
+
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in one_error_line(stderr, "ssp-client")
