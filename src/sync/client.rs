@@ -1,7 +1,6 @@
 //! The client: connect and authenticate, run pulls over the connection, report status and
 //! progress as events and snapshots.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,36 +16,11 @@ use super::HANDSHAKE_TIMEOUT_MS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::{client_handshake, Connection};
 use crate::progress::{emit_status, EventSink, Status};
-use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
-/// How to reach a server and where to put its files.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    pub secret: String,
-    pub folder: PathBuf,
-    pub host: String,
-    pub port: u16,
-    /// Only bounds progress granularity on the client; the server chooses chunk sizes.
-    pub chunk_size: usize,
-}
-
-impl ClientConfig {
-    /// A config with the default chunk size.
-    pub fn new(
-        secret: impl Into<String>,
-        folder: impl Into<PathBuf>,
-        host: impl Into<String>,
-        port: u16,
-    ) -> Self {
-        Self {
-            secret: secret.into(),
-            folder: folder.into(),
-            host: host.into(),
-            port,
-            chunk_size: DEFAULT_CHUNK_SIZE,
-        }
-    }
-}
+/// How to reach a server and where to put its files. `chunk_size` only bounds progress
+/// granularity on the client; the server chooses chunk sizes.
+pub type ClientConfig = super::PeerConfig;
 
 /// Cumulative transfer figures of this client (original keys plus whole-sync totals).
 #[derive(Debug, Clone, Default, Serialize)]

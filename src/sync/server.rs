@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,40 +18,15 @@ use super::session::serve_session;
 use super::HANDSHAKE_TIMEOUT_MS;
 use crate::error::{Error, Result};
 use crate::net::server_handshake;
-use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 /// Failures from one address within this window count towards its penalty.
 const FAILURE_WINDOW_MS: u64 = 60_000;
 /// Longest delay imposed on an address before its handshake.
 const MAX_PENALTY_MS: u64 = 5_000;
 
-/// How to run a server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub secret: String,
-    pub folder: PathBuf,
-    pub host: String,
-    pub port: u16,
-    pub chunk_size: usize,
-}
-
-impl ServerConfig {
-    /// A config with the default chunk size.
-    pub fn new(
-        secret: impl Into<String>,
-        folder: impl Into<PathBuf>,
-        host: impl Into<String>,
-        port: u16,
-    ) -> Self {
-        Self {
-            secret: secret.into(),
-            folder: folder.into(),
-            host: host.into(),
-            port,
-            chunk_size: DEFAULT_CHUNK_SIZE,
-        }
-    }
-}
+/// How to run a server: where to listen and which folder to serve.
+pub type ServerConfig = super::PeerConfig;
 
 /// Counters shared by the server and its sessions.
 #[derive(Default)]
