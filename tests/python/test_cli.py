@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -361,3 +362,40 @@ def test_cli_client_interrupted_exits_130_with_one_line(tmp_path):
 
     assert proc.returncode == 130, stderr
     assert "interrupted" in one_error_line(stderr, "ssp-client")
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.skipif(
+    os.environ.get("SSP_LARGE_TESTS") != "1",
+    reason="soak: set SSP_LARGE_TESTS=1 to sync a 4 GiB + 1 MiB file (writes ~4 GiB to disk)",
+)
+def test_cli_file_over_4_gib(tmp_path, cli_server):
+    """Offsets past 2**32 survive the wire, the writer and the hash check."""
+    import hashlib
+
+    src = tmp_path / "server"
+    src.mkdir()
+    big = src / "big.bin"
+    with open(big, "wb") as f:  # sparse, with real data on both sides of the 4 GiB mark
+        f.truncate(4 * GIB + MIB)
+        for offset in (0, 4 * GIB - 7, 4 * GIB + MIB - 100):
+            f.seek(offset)
+            f.write(payload(64, seed=offset))
+    server = cli_server(src)
+
+    done = run_client(tmp_path / "client", server.port)
+
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / "client" / "big.bin"
+    assert copy.stat().st_size == big.stat().st_size
+
+    def digest(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(8 * MIB):
+                h.update(block)
+        return h.hexdigest()
+
+    assert digest(copy) == digest(big)
