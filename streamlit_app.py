@@ -47,6 +47,36 @@ st.set_page_config(page_title="SSP: SmartSync Protocol", page_icon=":material/sy
 ctl: Controller = shared_controller()
 
 
+# Settings are read from the widgets' session state, not from this run's variables: a button's
+# callback runs before the page is redrawn, and must see a field edited just before the click.
+
+
+def current_server_settings() -> ServerSettings:
+    state = st.session_state
+    folder_text = str(state.get("folder") or "").strip() or DEFAULT_FOLDER
+    return ServerSettings(
+        secret=str(state.get("secret", DEFAULT_SECRET)),
+        folder=Path(folder_text).expanduser(),
+        host=str(state.get("host") or "").strip() or "localhost",
+        port=int(state.get("port") or 8888),
+        chunk_size=int(state.get("chunk_size") or ssp.CHUNK_SIZE),
+    )
+
+
+def current_client_settings() -> ClientSettings:
+    server = current_server_settings()
+    state = st.session_state
+    folder_text = str(state.get("client_folder") or "").strip()
+    port_value = state.get("client_port")
+    return ClientSettings(
+        secret=server.secret,
+        folder=Path(folder_text).expanduser() if folder_text else server.folder,
+        host=str(state.get("client_host") or "").strip() or server.host,
+        port=int(port_value) if port_value is not None else server.port,
+        chunk_size=server.chunk_size,
+    )
+
+
 # -- sidebar: configuration ----------------------------------------------------------------
 
 with st.sidebar:
@@ -86,7 +116,7 @@ with st.sidebar:
     folder_error = ensure_folder(folder)
     if folder_error:
         st.error(folder_error)
-    else:
+    elif str(folder) != folder_text:
         st.caption(f":material/folder: `{folder}`")
     chunk_size = int(
         st.select_slider(
@@ -109,9 +139,7 @@ with st.sidebar:
         )
     )
 
-server_settings = ServerSettings(
-    secret=secret, folder=folder, host=host or "localhost", port=port, chunk_size=chunk_size
-)
+server_settings = current_server_settings()
 
 st.title(":material/sync: SmartSync Protocol")
 st.caption(
@@ -142,7 +170,7 @@ SERVER_BADGES = {
 
 
 def start_server() -> None:
-    ctl.server.start(server_settings)
+    ctl.server.start(current_server_settings())
 
 
 @st.fragment(run_every=refresh_s)
@@ -215,17 +243,14 @@ SYNC_BADGES = {
 
 with client_tab:
     target_col, port_col, folder_col = st.columns([2, 1, 3])
-    client_host = (
-        target_col.text_input(
-            "Server host",
-            value="",
-            placeholder=server_settings.host,
-            key="client_host",
-            help="The machine running the SSP server; empty: the sidebar's host.",
-        ).strip()
-        or server_settings.host
+    target_col.text_input(
+        "Server host",
+        value="",
+        placeholder=server_settings.host,
+        key="client_host",
+        help="The machine running the SSP server; empty: the sidebar's host.",
     )
-    client_port_value = port_col.number_input(
+    port_col.number_input(
         "Server port",
         min_value=1,
         max_value=65535,
@@ -235,16 +260,14 @@ with client_tab:
         key="client_port",
         help="Empty: the sidebar's port.",
     )
-    client_port = int(client_port_value) if client_port_value is not None else port
-    client_folder_text = folder_col.text_input(
+    folder_col.text_input(
         "Client folder",
         value="",
         placeholder=str(folder),
         key="client_folder",
         help="Where the client puts the server's files; empty: the sidebar's sync folder. "
         "Use another folder to run server and client in this one page.",
-    ).strip()
-    client_folder = Path(client_folder_text).expanduser() if client_folder_text else folder
+    )
     # Room for the sync options of later versions (two-way mode, watching, conflicts).
     st.selectbox(
         "Mode",
@@ -253,13 +276,7 @@ with client_tab:
         key="sync_mode",
         help="The client pulls; files that only it has are left alone.",
     )
-    client_settings = ClientSettings(
-        secret=secret,
-        folder=client_folder,
-        host=client_host,
-        port=client_port,
-        chunk_size=chunk_size,
-    )
+    client_settings = current_client_settings()
 
 
 def sync_summary(snap: SyncSnapshot) -> str:
@@ -271,7 +288,7 @@ def sync_summary(snap: SyncSnapshot) -> str:
 
 
 def start_sync() -> None:
-    ctl.sync.start(client_settings)
+    ctl.sync.start(current_client_settings())
 
 
 @st.fragment(run_every=refresh_s)
@@ -348,8 +365,8 @@ with client_tab:
 @st.fragment(run_every=refresh_s)
 def monitoring_panel() -> None:
     folders = {"Sync folder": folder}
-    if client_folder != folder:
-        folders["Client folder"] = client_folder
+    if client_settings.folder != folder:
+        folders["Client folder"] = client_settings.folder
     choice = st.radio("Folder", list(folders), horizontal=True, key="monitor_folder")
     shown = folders.get(choice or "Sync folder", folder)
     listing = list_folder(shown)

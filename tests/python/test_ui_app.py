@@ -21,6 +21,15 @@ HANG_S = 120
 RUN_TIMEOUT_S = 30
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The page creates its default folder ~/SSP_Sync: keep it out of the real home."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    return path
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[AppTest]:
     """The page with a test secret, 127.0.0.1 and a fresh folder; everything stopped after."""
@@ -72,7 +81,7 @@ def start_server(at: AppTest, port: int) -> None:
     at.button(key="start_server").click().run()
 
 
-def test_sidebar_defaults_and_the_default_secret_warning(tmp_path: Path):
+def test_sidebar_defaults_and_the_default_secret_warning(tmp_path: Path, home: Path):
     close_shared_controller()
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S)
     at.run()
@@ -82,6 +91,7 @@ def test_sidebar_defaults_and_the_default_secret_warning(tmp_path: Path):
         assert at.sidebar.text_input(key="host").value == "localhost"
         assert at.sidebar.number_input(key="port").value == 8888
         assert at.sidebar.text_input(key="folder").value == "~/SSP_Sync"
+        assert (home / "SSP_Sync").is_dir(), "the default sync folder is created"
         assert any("default secret" in w.value for w in at.sidebar.warning)
         assert "Stopped" in texts(at) and "Idle" in texts(at)
         assert [t.label for t in at.tabs] == [
