@@ -18,6 +18,7 @@ from ssp import _native
 from ssp.ui import (
     ClientSettings,
     Controller,
+    FolderListing,
     ServerSettings,
     ServerSnapshot,
     SyncSnapshot,
@@ -151,12 +152,15 @@ server_tab, client_tab, monitoring_tab = st.tabs(
 )
 
 
-def show_logs(lines: list[str], empty: str) -> None:
+def show_logs(title: str, lines: list[str], empty: str) -> None:
+    """The last log lines, newest first (a fixed-height box would hide the newest at its end)."""
+    st.subheader(title)
+    if not lines:
+        st.caption(empty)
+        return
+    st.caption(f"Last {len(lines)} lines, newest first.")
     with st.container(height=260, border=True):
-        if lines:
-            st.code("\n".join(lines), language=None)
-        else:
-            st.caption(empty)
+        st.code("\n".join(reversed(lines)), language=None)
 
 
 # -- server tab ----------------------------------------------------------------------------
@@ -222,8 +226,7 @@ def server_panel() -> None:
         st.dataframe({"client": list(snap.clients)}, hide_index=True, width="stretch")
     else:
         st.caption("No client connected.")
-    st.subheader("Server logs")
-    show_logs(ctl.logs.lines("server", LOG_LINES_SHOWN), "No server activity yet.")
+    show_logs("Server logs", ctl.logs.lines("server", LOG_LINES_SHOWN), "No server activity yet.")
 
 
 with server_tab:
@@ -351,8 +354,7 @@ def client_panel() -> None:
     cols[1].metric("Bytes received", human_bytes(snap.bytes_received))
     cols[2].metric("Pending requests", snap.pending_requests)
     cols[3].metric("Duration", human_duration(snap.duration_s))
-    st.subheader("Client logs")
-    show_logs(ctl.logs.lines("client", LOG_LINES_SHOWN), "No sync yet.")
+    show_logs("Client logs", ctl.logs.lines("client", LOG_LINES_SHOWN), "No sync yet.")
 
 
 with client_tab:
@@ -362,6 +364,12 @@ with client_tab:
 # -- monitoring tab ------------------------------------------------------------------------
 
 
+@st.cache_data(ttl=3, show_spinner=False)
+def cached_listing(path: str) -> FolderListing:
+    """A folder's listing, walked at most every few seconds however many tabs refresh it."""
+    return list_folder(path)
+
+
 @st.fragment(run_every=refresh_s)
 def monitoring_panel() -> None:
     folders = {"Sync folder": folder}
@@ -369,7 +377,7 @@ def monitoring_panel() -> None:
         folders["Client folder"] = client_settings.folder
     choice = st.radio("Folder", list(folders), horizontal=True, key="monitor_folder")
     shown = folders.get(choice or "Sync folder", folder)
-    listing = list_folder(shown)
+    listing = cached_listing(str(shown))
 
     st.subheader(":material/folder: Files")
     st.caption(f"`{listing.folder}`")
