@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import altair as alt
 import streamlit as st
 
 import ssp
@@ -160,7 +161,7 @@ def show_logs(title: str, lines: list[str], empty: str) -> None:
         return
     st.caption(f"Last {len(lines)} lines, newest first.")
     with st.container(height=260, border=True):
-        st.code("\n".join(reversed(lines)), language=None)
+        st.code("\n".join(reversed(lines)), language=None, wrap_lines=True)
 
 
 # -- server tab ----------------------------------------------------------------------------
@@ -437,12 +438,28 @@ def monitoring_panel() -> None:
     st.subheader(":material/show_chart: Throughput")
     points = ctl.throughput()
     if points:
-        chart = {
-            "time": [dt.datetime.fromtimestamp(p.time) for p in points],
-            "series": [p.series for p in points],
-            "MiB/s": [p.bytes_per_s / (1 << 20) for p in points],
-        }
-        st.line_chart(chart, x="time", y="MiB/s", color="series", height=240)
+        chart_rows = [
+            {
+                "order": order,
+                "time": dt.datetime.fromtimestamp(p.time).isoformat(),
+                "series": p.series,
+                "rate": p.bytes_per_s / (1 << 20),
+            }
+            for order, p in enumerate(points)
+        ]
+        chart = (
+            alt.Chart(alt.InlineData(values=chart_rows))
+            .mark_line()
+            .encode(
+                x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
+                y=alt.Y("rate:Q", title="MiB/s"),
+                color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
+                # The outline has two points per instant (a step): keep the data's order.
+                order=alt.Order("order:Q"),
+            )
+            .properties(height=240)
+        )
+        st.altair_chart(chart, width="stretch")
     else:
         st.caption("No transfer yet: the chart fills while the server serves or a sync runs.")
 

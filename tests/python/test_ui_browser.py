@@ -169,7 +169,10 @@ def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path
             while not all(name in (table.text_content() or "") for name in names):
                 assert time.monotonic() < deadline, f"files not listed: {table.text_content()}"
                 page.wait_for_timeout(200)
-            page.screenshot(path=str(OUTPUT / "ui-monitoring.png"), full_page=True)
+            page.screenshot(path=str(OUTPUT / "ui-monitoring.png"))
+            page.get_by_text("Throughput").scroll_into_view_if_needed()
+            page.get_by_test_id("stVegaLiteChart").first.wait_for()  # it has points by now
+            page.screenshot(path=str(OUTPUT / "ui-performance.png"))
 
             page.get_by_role("tab", name="Server").click()
             page.get_by_role("button", name="Stop Server").click()

@@ -33,7 +33,7 @@ from ssp.ui import (
     human_rate,
     list_folder,
 )
-from ssp.ui.controller import rates
+from ssp.ui.controller import outline, rates
 from ssp.ui.folder import FileRow, ensure_folder
 from ssp.ui.humanize import UNKNOWN
 from ssp.ui.messages import explain_client_failure
@@ -240,13 +240,29 @@ def test_log_buffer_splits_by_side_bounds_lines_and_hides_tracebacks():
     [
         ([], []),
         ([(0.0, 0)], []),
-        ([(0.0, 0), (2.0, 100)], [(2.0, 50.0)]),
-        ([(0.0, 100), (1.0, 0)], [(1.0, 0.0)]),  # a counter that restarted
-        ([(1.0, 0), (1.0, 10), (3.0, 30)], [(3.0, 10.0)]),  # same instant: skipped
+        ([(0.0, 0), (0.5, 100), (1.5, 300)], [(0.0, 100.0), (1.0, 200.0)]),
+        ([(0.0, 0), (0.01, 5000)], [(0.0, 5000.0)]),  # a short burst: what moved that second
+        ([(0.0, 100), (1.0, 0)], [(0.0, 0.0), (1.0, 0.0)]),  # a counter that restarted
+        ([(0.0, 0), (0.5, 10), (3.2, 20)], [(0.0, 10.0), (1.0, 0.0), (2.0, 0.0), (3.0, 10.0)]),
+        ([(0.0, 0), (1e6, 1)], [(1e6 - 3599 + i, 0.0) for i in range(3599)] + [(1e6, 1.0)]),
     ],
+    ids=["none", "one", "two-bins", "burst", "restart", "idle-gap", "capped"],
 )
 def test_rates(samples, expected):
     assert rates(samples) == expected
+
+
+def test_outline_draws_bins_as_steps_from_zero_to_zero():
+    assert outline([]) == []
+    assert outline([(10.0, 5.0)]) == [(10.0, 0.0), (10.0, 5.0), (11.0, 5.0), (11.0, 0.0)]
+    assert outline([(0.0, 1.0), (1.0, 2.0)]) == [
+        (0.0, 0.0),
+        (0.0, 1.0),
+        (1.0, 1.0),
+        (1.0, 2.0),
+        (2.0, 2.0),
+        (2.0, 0.0),
+    ]
 
 
 def test_sync_snapshot_fractions():
@@ -319,7 +335,7 @@ def test_controller_serves_syncs_and_reports(tmp_path, controller):
 
     client_log = "\n".join(controller.logs.lines("client"))
     server_log = "\n".join(controller.logs.lines("server"))
-    assert "SYNC_COMPLETED" in client_log and "server started" in server_log
+    assert "SYNC_COMPLETED" in client_log and f"listening on {HOST}:" in server_log
 
     controller.server.stop()
     assert controller.server.snapshot().state == "stopped"

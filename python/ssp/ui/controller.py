@@ -42,6 +42,7 @@ __all__ = [
     "SyncSnapshot",
     "ThroughputPoint",
     "close_shared_controller",
+    "outline",
     "rates",
     "shared_controller",
 ]
@@ -55,6 +56,10 @@ SAMPLE_INTERVAL_S = 0.5
 """How often the server's byte counters and the client's progress are sampled for the chart."""
 SAMPLES_KEPT = 1200
 """Samples kept per series: ten minutes at ``SAMPLE_INTERVAL_S``."""
+RATE_BIN_S = 1.0
+"""Width of the throughput chart's time bins."""
+RATE_BINS_KEPT = 3600
+"""The most bins :func:`rates` returns (an hour of one-second bins)."""
 START_TIMEOUT_S = 15.0
 """How long Start Server waits for the port to be bound before giving up."""
 STOP_TIMEOUT_S = 30.0
@@ -237,16 +242,43 @@ class ThroughputPoint:
     bytes_per_s: float
 
 
-def rates(samples: Sequence[tuple[float, int]]) -> list[tuple[float, float]]:
-    """Rates between consecutive ``(time, cumulative_bytes)`` samples, at the later time.
+def rates(
+    samples: Sequence[tuple[float, int]], bin_s: float = RATE_BIN_S
+) -> list[tuple[float, float]]:
+    """Bytes per second in ``bin_s``-wide time bins, from ``(time, cumulative_bytes)`` samples.
 
+    Each increase counts in the bin of the sample that saw it; bins without one are 0, so idle
+    time shows as idle. Binning puts the server (sampled on a timer) and the client (sampled on
+    progress) on one scale: a 30 ms burst reads as what it moved in that second, not a spike.
     A counter that goes down (a restarted server) counts as no transfer, never a negative rate.
+    At most ``RATE_BINS_KEPT`` bins (the latest) are returned.
     """
-    out: list[tuple[float, float]] = []
+    if len(samples) < 2:
+        return []
+    moved: dict[int, int] = {}
     for (t0, b0), (t1, b1) in zip(samples, samples[1:]):
-        if t1 > t0:
-            out.append((t1, max(b1 - b0, 0) / (t1 - t0)))
-    return out
+        if t1 >= t0:
+            key = int(t1 // bin_s)
+            moved[key] = moved.get(key, 0) + max(b1 - b0, 0)
+    last = int(samples[-1][0] // bin_s)
+    first = max(int(samples[0][0] // bin_s), last - RATE_BINS_KEPT + 1)
+    return [(key * bin_s, moved.get(key, 0) / bin_s) for key in range(first, last + 1)]
+
+
+def outline(
+    bins: Sequence[tuple[float, float]], bin_s: float = RATE_BIN_S
+) -> list[tuple[float, float]]:
+    """The corners of ``bins`` drawn as steps from 0 back to 0, for a plain line chart.
+
+    A sync that fits in one bin is then a visible bar rather than a lone, invisible point.
+    """
+    if not bins:
+        return []
+    points = [(bins[0][0], 0.0)]
+    for start, rate in bins:
+        points += [(start, rate), (start + bin_s, rate)]
+    points.append((bins[-1][0] + bin_s, 0.0))
+    return points
 
 
 def _int(value: Any) -> int:
@@ -332,10 +364,7 @@ class ServerRunner:
                 return False
         with self._lock:
             self._started_at = time.time()
-        server_log.info(
-            "server started on %s:%d, serving %s", settings.host, server.port, settings.folder
-        )
-        return True
+        return True  # the engine logs where it listens
 
     def _serve(self, server: SSPServer, settings: ServerSettings) -> None:
         async def serve_and_sample() -> None:
@@ -650,9 +679,8 @@ class Controller:
             ("server sent", self.server.samples()),
             ("client received", self.sync.samples()),
         ):
-            points.extend(
-                ThroughputPoint(t, series, rate) for t, rate in rates(samples) if t >= since
-            )
+            recent = [sample for sample in samples if sample[0] >= since]
+            points.extend(ThroughputPoint(t, series, rate) for t, rate in outline(rates(recent)))
         return points
 
     def close(self) -> None:
