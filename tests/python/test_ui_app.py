@@ -3,6 +3,7 @@ metrics and file list they lead to, and the errors a person sees."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -166,3 +167,12 @@ def test_a_port_in_use_shows_the_port_error(app: AppTest):
     assert any(f"Port {port}" in e and "already in use" in e for e in errors), errors
     assert "Stopped" in texts(app)
     assert not app.exception
+
+
+def test_the_page_listens_on_localhost_only_by_default():
+    """Whoever reaches the page controls the server: the repository's config keeps it local."""
+    config = (APP.parent / ".streamlit" / "config.toml").read_text()
+    server = config.split("[server]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^address = "(localhost|127\.0\.0\.1)"$', server, re.M), server
+    client = config.split("[client]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^showErrorDetails = "(type|none)"$', client, re.M), client
