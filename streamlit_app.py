@@ -182,7 +182,11 @@ def start_server() -> None:
 def server_panel() -> None:
     snap: ServerSnapshot = ctl.server.snapshot()
     status_col, start_col, stop_col = st.columns([3, 1, 1], vertical_alignment="center")
-    where = f" on `{snap.host}:{snap.port}`, serving `{snap.folder}`" if snap.running else ""
+    where = ""
+    if snap.running:
+        where = f" on `{snap.host}:{snap.port}`, serving `{snap.folder}`"
+        if snap.uptime_s is not None:
+            where += f" · up {human_duration(snap.uptime_s)}"
     status_col.markdown(f"**Status:** {SERVER_BADGES[snap.state]}{where}")
     start_col.button(
         "Start Server",

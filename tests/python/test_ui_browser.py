@@ -98,7 +98,7 @@ def streamlit_app(tmp_path: Path) -> Iterator[str]:
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
-def launch_chromium():  # type: ignore[no-untyped-def]
+def launch_chromium():
     """Playwright and the system Chromium, or a failure that says what to install."""
     if not CHROMIUM.exists():
         pytest.fail(
@@ -112,7 +112,7 @@ def launch_chromium():  # type: ignore[no-untyped-def]
     return sync_playwright()
 
 
-def fill(page, name: str, value: str, role: str = "textbox") -> None:  # type: ignore[no-untyped-def]
+def fill(page, name: str, value: str, role: str = "textbox") -> None:
     field = page.get_by_role(role, name=name, exact=True)
     field.fill(value)
     field.press("Enter")  # Streamlit commits a text field on Enter or blur
