@@ -327,6 +327,9 @@ class ServerRunner:
             self._error = None
             self._settings = settings
             self._last_status = {}
+            # A failed start must not keep showing the previous server's port.
+            self._server = None
+            self._thread = None
         if not settings.secret:
             with self._lock:
                 self._error = NO_SECRET
