@@ -1,0 +1,47 @@
+"""The web interface's engine side: everything ``streamlit_app.py`` shows, without Streamlit.
+
+Layout:
+
+- :mod:`ssp.ui.humanize` formats sizes, rates and durations for people.
+- :mod:`ssp.ui.messages` turns engine errors into one actionable line each.
+- :mod:`ssp.ui.folder` lists a sync folder (files, sizes, modified times) and filters it.
+- :mod:`ssp.ui.controller` owns the server and the client, each in its own thread with its own
+  event loop, and records logs, progress and throughput; the page only reads its snapshots.
+
+Nothing here imports Streamlit, so all of it is tested with plain pytest.
+"""
+
+from ssp.ui.controller import (
+    ClientSettings,
+    Controller,
+    LogBuffer,
+    ServerSettings,
+    ServerSnapshot,
+    SyncSnapshot,
+    ThroughputPoint,
+    close_shared_controller,
+    shared_controller,
+)
+from ssp.ui.folder import FileRow, FolderListing, filter_rows, list_folder
+from ssp.ui.humanize import human_bytes, human_duration, human_rate
+from ssp.ui.messages import explain
+
+__all__ = [
+    "ClientSettings",
+    "Controller",
+    "FileRow",
+    "FolderListing",
+    "LogBuffer",
+    "ServerSettings",
+    "ServerSnapshot",
+    "SyncSnapshot",
+    "ThroughputPoint",
+    "close_shared_controller",
+    "explain",
+    "filter_rows",
+    "human_bytes",
+    "human_duration",
+    "human_rate",
+    "list_folder",
+    "shared_controller",
+]

@@ -1,0 +1,187 @@
+"""The web interface in a real browser: ``streamlit run streamlit_app.py`` driven by Playwright
+in Debian's headless Chromium. Start Server, Start Sync, wait for 100% and the synced files,
+and keep screenshots under ``tests/output/``.
+
+Needs ``/usr/bin/chromium`` (``.ci/run`` installs Debian's ``chromium``). Without it the test
+fails and says so: a browser test that skips itself tests nothing. Playwright never downloads a
+browser here; it launches the system one.
+
+``SSP_UPDATE_SCREENSHOT=1 pytest tests/python/test_ui_browser.py`` also refreshes the README's
+``docs/screenshot.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import HOST, assert_synced, free_port, payload, write_file
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+OUTPUT = ROOT / "tests" / "output"
+README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
+SECRET = "a long secret only these two folders share"
+# Bounds a hang (start-up, a sync that never ends), never a speed.
+HANG_S = 60
+
+
+def healthy(url: str) -> bool:
+    """Whether Streamlit's health endpoint answers (a refused connection: not yet)."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def streamlit_app(tmp_path: Path) -> Iterator[str]:
+    """``streamlit run streamlit_app.py`` on a free 127.0.0.1 port; yields its URL."""
+    port = free_port()
+    home = tmp_path / "home"  # the page creates ~/SSP_Sync: keep it out of the real home
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "streamlit_app.py"),
+                "--server.port",
+                str(port),
+                "--server.address",
+                HOST,
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + HANG_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited {proc.returncode}:\n{log_path.read_text()}")
+            if healthy(url):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit never became healthy:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(HANG_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(HANG_S)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+def launch_chromium():
+    """Playwright and the system Chromium, or a failure that says what to install."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; "
+            f".ci/run does) to run the browser test"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"Playwright for Python is missing ({exc}): pip install '.[test]'")
+    return sync_playwright()
+
+
+def fill(page, name: str, value: str, role: str = "textbox") -> None:
+    field = page.get_by_role(role, name=name, exact=True)
+    field.fill(value)
+    field.press("Enter")  # Streamlit commits a text field on Enter or blur
+
+
+@pytest.fixture
+def demo_dir() -> Iterator[Path]:
+    """A short-named temporary folder: its paths show on the screenshots."""
+    with tempfile.TemporaryDirectory(prefix="ssp-demo-") as name:
+        yield Path(name)
+
+
+def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path):
+    src, dst = demo_dir / "served", demo_dir / "received"
+    names = ["holiday/beach.jpg", "holiday/sunset.jpg", "notes.txt", "thesis/draft-v3.pdf"]
+    for i, name in enumerate(names):
+        write_file(src, name, payload((i + 1) * 700_000, seed=i))
+    ssp_port = free_port()
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+
+    with launch_chromium() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_S * 1000)
+            page.goto(streamlit_app)
+            page.get_by_text("SmartSync Protocol").first.wait_for()
+
+            # Sidebar: a real secret, the loopback address, a free port, the served folder.
+            fill(page, "Shared secret", SECRET)
+            page.get_by_text("You are using the default secret").wait_for(state="detached")
+            fill(page, "Host", HOST)
+            fill(page, "Port", str(ssp_port), role="spinbutton")
+            fill(page, "Sync folder", str(src))
+
+            page.get_by_role("button", name="Start Server").click()
+            page.get_by_text(f"on {HOST}:{ssp_port}").wait_for()
+            page.get_by_text("Running").first.wait_for()
+            page.screenshot(path=str(OUTPUT / "ui-server.png"))
+
+            page.get_by_role("tab", name="Client").click()
+            fill(page, "Client folder", str(dst))
+            page.get_by_text("Client folder").first.wait_for()
+            page.get_by_role("button", name="Start Sync").click()
+            page.get_by_text("Sync progress: 100%").wait_for()
+            page.get_by_text("Synced 4 file(s)").wait_for()
+            page.wait_for_timeout(800)  # let the progress bar's animation settle for the picture
+            page.screenshot(path=str(OUTPUT / "ui-client.png"))
+
+            page.get_by_role("tab", name="Monitoring").click()
+            page.get_by_test_id("stRadioOption").get_by_text("Client folder").click()
+            table = page.get_by_test_id("stDataFrame").first
+            deadline = time.monotonic() + HANG_S
+            while not all(name in (table.text_content() or "") for name in names):
+                assert time.monotonic() < deadline, f"files not listed: {table.text_content()}"
+                page.wait_for_timeout(200)
+            page.screenshot(path=str(OUTPUT / "ui-monitoring.png"))
+            page.get_by_text("Throughput").scroll_into_view_if_needed()
+            page.get_by_test_id("stVegaLiteChart").first.wait_for()  # it has points by now
+            page.screenshot(path=str(OUTPUT / "ui-performance.png"))
+
+            page.get_by_role("tab", name="Server").click()
+            page.get_by_role("button", name="Stop Server").click()
+            page.get_by_text("Stopped").first.wait_for()
+            assert page.get_by_text("Traceback").count() == 0
+        finally:
+            browser.close()
+
+    assert_synced(src, dst)
+    if os.environ.get("SSP_UPDATE_SCREENSHOT"):
+        README_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(OUTPUT / "ui-client.png", README_SCREENSHOT)
