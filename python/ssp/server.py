@@ -91,7 +91,6 @@ class SSPServer:
         with self._lock:
             self._bound = True
             self.port = port
-        logger.info("listening on %s:%d, serving %s", self.host, port, self.sync_folder)
         return port
 
     async def start(self) -> None:

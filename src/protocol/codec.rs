@@ -180,6 +180,101 @@ mod tests {
         assert!(dec.decode(&mut replay.clone()).is_err());
     }
 
+    /// Keeps the worked example of docs/protocol.md honest: its frame lengths, in order.
+    #[test]
+    fn worked_example_in_the_docs_has_these_frame_lengths() {
+        use crate::protocol::{
+            Auth, FileIndex, FileRequest, IndexEntry, SyncComplete, SyncRequest,
+        };
+        fn body_len(enc: &mut FrameEncoder, m: Message) -> usize {
+            let mut buf = BytesMut::new();
+            enc.encode(m, &mut buf).unwrap();
+            buf.len() - LEN_BYTES
+        }
+        let mut plain = FrameEncoder::default();
+        let hello = Message::Hello(Hello {
+            version: 2,
+            min_version: 2,
+            software: "ssp/0.2.0".into(),
+        });
+        let (a, b, mac) = ("41".repeat(33), "42".repeat(33), "9f".repeat(32));
+        let handshake = [
+            (hello, 53),
+            (Message::Auth(Auth::Pake { msg: a }), 91),
+            (
+                Message::Auth(Auth::PakeReply {
+                    msg: b,
+                    confirm: mac.clone(),
+                }),
+                174,
+            ),
+            (Message::Auth(Auth::Confirm { confirm: mac }), 96),
+            (Message::Auth(Auth::Ok {}), 14),
+        ];
+        for (m, len) in handshake {
+            assert_eq!(body_len(&mut plain, m.clone()), len, "{m:?}");
+        }
+        let entry = |path: &str, content: &[u8]| IndexEntry {
+            path: path.into(),
+            size: content.len() as u64,
+            mtime_ns: 1_732_640_000_000_000_000,
+            executable: false,
+            hash: blake3::hash(content).to_hex().to_string(),
+        };
+        let request = |id, path: &str| {
+            Message::FileRequest(FileRequest {
+                id,
+                path: path.into(),
+                offset: 0,
+            })
+        };
+        let chunk = |id, data: &'static [u8]| {
+            Message::FileChunk(FileChunk {
+                id,
+                offset: 0,
+                last: true,
+                data: Bytes::from_static(data),
+            })
+        };
+        let (mut enc, _) = sealed_pair();
+        let session = [
+            (
+                Message::SyncRequest(SyncRequest {
+                    mode: "pull".into(),
+                }),
+                32,
+            ),
+            (
+                Message::FileIndex(FileIndex {
+                    entries: vec![entry("empty", b""), entry("hello.txt", b"hello\n")],
+                    last: true,
+                }),
+                346,
+            ),
+            (request(0, "empty"), 51),
+            (request(1, "hello.txt"), 55),
+            (chunk(0, b""), 33),
+            (chunk(1, b"hello\n"), 39),
+            (
+                Message::SyncComplete(SyncComplete {
+                    files: 2,
+                    bytes: 6,
+                    failed: 0,
+                }),
+                49,
+            ),
+            (Message::Ack, 19),
+        ];
+        for (m, len) in session {
+            assert_eq!(body_len(&mut enc, m.clone()), len, "{m:?}");
+        }
+        assert_eq!(
+            blake3::hash(b"hello\n").to_hex().as_str(),
+            "HELLO_HASH",
+            "the hash quoted in the docs"
+        );
+    }
+
     #[test]
     fn plaintext_frame_after_encryption_is_rejected() {
         let (_, mut dec) = sealed_pair();

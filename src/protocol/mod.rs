@@ -16,8 +16,8 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest version we accept from a peer.
 pub const MIN_PROTOCOL_VERSION: u32 = 2;
 
-/// Default FILE_CHUNK payload size. Chosen by `bench/chunk_size.py` (see docs/protocol.md):
-/// larger chunks stopped paying off past this point on loopback.
+/// Default FILE_CHUNK payload size, chosen by measurement with `bench/bench.py` (the sweep is in
+/// docs/protocol.md): larger chunks stopped paying off past this point on loopback.
 pub const DEFAULT_CHUNK_SIZE: usize = 512 * 1024;
 /// Smallest accepted chunk size (the original's 4 KiB).
 pub const MIN_CHUNK_SIZE: usize = 4 * 1024;

@@ -149,8 +149,7 @@ def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path
             fill(page, "Sync folder", str(src))
 
             page.get_by_role("button", name="Start Server").click()
-            page.get_by_text(f"on {HOST}:{ssp_port}").wait_for()
-            page.get_by_text("Running").first.wait_for()
+            page.get_by_text(f"Running on {HOST}:{ssp_port}").wait_for()
             page.screenshot(path=str(OUTPUT / "ui-server.png"))
 
             page.get_by_role("tab", name="Client").click()
