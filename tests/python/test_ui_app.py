@@ -176,3 +176,10 @@ def test_the_page_listens_on_localhost_only_by_default():
     assert re.search(r'^address = "(localhost|127\.0\.0\.1)"$', server, re.M), server
     client = config.split("[client]", 1)[1].split("\n[", 1)[0]
     assert re.search(r'^showErrorDetails = "(type|none)"$', client, re.M), client
+
+
+def test_the_first_run_asks_no_questions_in_the_terminal():
+    """The README's first command must start the page unattended, not stop at "Email:"."""
+    config = (APP.parent / ".streamlit" / "config.toml").read_text()
+    server = config.split("[server]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r"^showEmailPrompt = false$", server, re.M), server
