@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Disk,
     /// The operation was cancelled by the user.
     Cancelled,
+    /// The sync ran to its end, but some files could not be synced (the others were).
+    Incomplete,
 }
 
 /// Every failure the engine reports.
@@ -54,6 +56,14 @@ pub enum Error {
     Io { context: String, source: io::Error },
     #[error("index store: {0}")]
     Store(String),
+    #[error("the disk is full (or the quota used up) writing {}: free some space and sync again; files finished so far are kept", path.display())]
+    DiskFull { path: PathBuf },
+    #[error("sync incomplete: {failed} of {total} files failed; first: {first}")]
+    Incomplete {
+        failed: u64,
+        total: u64,
+        first: String,
+    },
     #[error("sync cancelled")]
     Cancelled,
 }
@@ -73,8 +83,9 @@ impl Error {
             Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) => {
                 ErrorKind::Connection
             }
-            Error::Io { .. } | Error::Store(_) => ErrorKind::Disk,
+            Error::Io { .. } | Error::Store(_) | Error::DiskFull { .. } => ErrorKind::Disk,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::Incomplete { .. } => ErrorKind::Incomplete,
         }
     }
 
@@ -84,6 +95,13 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether this is a local write that failed for lack of space or quota: every later
+    /// write would fail too, so a sync stops at the first one.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
     }
 
     pub(crate) fn protocol(msg: impl Into<String>) -> Self {

@@ -211,18 +211,15 @@ impl Client {
                 s.files_unchanged = out.unchanged;
                 s.files_failed = out.failures.len() as u64;
                 if let Some((path, reason)) = out.failures.first() {
-                    let msg = format!(
-                        "{} of {} files failed; first: {path}: {reason}",
-                        out.failures.len(),
-                        out.files_total
-                    );
-                    s.last_error = Some(msg.clone());
+                    let err = Error::Incomplete {
+                        failed: out.failures.len() as u64,
+                        total: out.files_total,
+                        first: format!("{path}: {reason}"),
+                    };
+                    s.last_error = Some(err.to_string());
                     drop(s);
-                    emit_status(events, Status::SyncError, msg.clone());
-                    return Err(Error::Remote {
-                        code: "incomplete".into(),
-                        message: msg,
-                    });
+                    emit_status(events, Status::SyncError, err.to_string());
+                    return Err(err);
                 }
                 s.syncs_completed += 1;
                 s.last_error = None;

@@ -61,6 +61,8 @@ enum WriteCmd {
 enum Outcome {
     Done(FileRecord),
     Failed(String),
+    /// The disk is full: every later file would fail too, so the sync stops here.
+    Abort(Error),
     /// The resumed temp file did not verify: fetch again from zero.
     Retry,
 }
@@ -345,6 +347,7 @@ async fn transfer(
                                 tracing::warn!("{path}: {reason}");
                                 failures.push((path.clone(), reason));
                             }
+                            Outcome::Abort(e) => return Err(e),
                         }
                     }
                 }
@@ -377,8 +380,17 @@ async fn transfer(
                             None => break,
                         }
                     }
-                    if !batch.is_empty() {
-                        cmd_tx.send(batch).await.map_err(|_| Error::Store("writer thread stopped".into()))?;
+                    if !batch.is_empty() && cmd_tx.send(batch).await.is_err() {
+                        // The writer stopped early; its last report says why (a full disk).
+                        while let Ok(done) = done_rx.try_recv() {
+                            if let Some(e) = done.into_iter().find_map(|d| match d.outcome {
+                                Outcome::Abort(e) => Some(e),
+                                _ => None,
+                            }) {
+                                return Err(e);
+                            }
+                        }
+                        return Err(Error::Store("writer thread stopped".into()));
                     }
                 }
             }
@@ -431,6 +443,17 @@ fn write_files(
                 &mut known_dirs,
                 &mut finished,
             );
+            if matches!(
+                finished.last(),
+                Some(FileDone {
+                    outcome: Outcome::Abort(_),
+                    ..
+                })
+            ) {
+                // Files still open keep their temp files, so the next sync resumes them.
+                let _ = done.send(finished);
+                return;
+            }
         }
         if !finished.is_empty() && done.send(finished).is_err() {
             return;
@@ -480,7 +503,7 @@ fn write_one(
                     }
                     Err(e) => {
                         w.discard();
-                        Slot::Skipping(Outcome::Failed(e.to_string()))
+                        Slot::Skipping(failure(e, f))
                     }
                 },
                 Slot::Writing(w) => {
@@ -489,6 +512,13 @@ fn write_one(
                 }
                 skipping => skipping,
             };
+            if let Slot::Skipping(Outcome::Abort(e)) = slot {
+                finished.push(FileDone {
+                    id: c.id,
+                    outcome: Outcome::Abort(e),
+                });
+                return;
+            }
             if !c.last {
                 slots.insert(c.id, slot);
                 return;
@@ -508,7 +538,7 @@ fn write_one(
                         }
                         // Fetched again once from zero; a second mismatch is reported as a failure.
                         Err(FinishError::HashMismatch) => Outcome::Retry,
-                        Err(FinishError::Other(e)) => Outcome::Failed(e.to_string()),
+                        Err(FinishError::Other(e)) => failure(e, f),
                     }
                 }
                 Slot::Skipping(o) => o,
@@ -523,7 +553,7 @@ fn write_one(
 
 fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet<PathBuf>) -> Slot {
     if let Err(e) = ensure_parent_dirs(root, &f.rel, known) {
-        return Slot::Skipping(Outcome::Failed(e.to_string()));
+        return Slot::Skipping(failure(e, f));
     }
     let opened = if offset == 0 {
         PartWriter::create(&f.part).map(Some)
@@ -533,6 +563,17 @@ fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet
     match opened {
         Ok(Some(w)) => Slot::Writing(Box::new(w)),
         Ok(None) => Slot::Skipping(Outcome::Retry),
-        Err(e) => Slot::Skipping(Outcome::Failed(e.to_string())),
+        Err(e) => Slot::Skipping(failure(e, f)),
+    }
+}
+
+/// What a local error means for one file: it failed, or (disk full) the whole sync stops.
+fn failure(e: Error, f: &Fetch) -> Outcome {
+    if e.is_disk_full() {
+        Outcome::Abort(Error::DiskFull {
+            path: f.target.clone(),
+        })
+    } else {
+        Outcome::Failed(e.to_string())
     }
 }
