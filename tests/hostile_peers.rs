@@ -1,5 +1,6 @@
-//! Peers that complete the real handshake and then misbehave: nothing may be read or written
-//! outside the folder, and a bad peer closes only its own connection.
+//! Peers that misbehave, during the handshake or after completing it: nothing may be read or
+//! written outside the folder, a bad peer closes only its own connection, and guessing the
+//! secret gets slower with every failure.
 
 mod common;
 
@@ -9,7 +10,8 @@ use ssp::net::{client_handshake, server_handshake};
 use ssp::protocol::{
     ErrorCode, FileChunk, FileIndex, FileRequest, IndexEntry, Message, SyncRequest,
 };
-use ssp::{Client, ClientConfig, ErrorKind};
+use ssp::{Client, ClientConfig, ErrorKind, ServerConfig};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 fn entry(path: &str, content: &[u8]) -> IndexEntry {
@@ -303,5 +305,101 @@ async fn garbage_before_the_handshake_closes_only_that_connection() {
     .await
     .unwrap();
     assert_eq!(tree(dst.path()), ["f"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_others_are_served() {
+    use tokio::io::AsyncReadExt;
+    let base = tempfile::tempdir().unwrap();
+    write(base.path(), "f", b"x");
+    let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = Running::start_with(config).await;
+
+    // Connects and never says HELLO: the server must hang up on its own.
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut buf))
+        .await
+        .expect("the server kept a silent connection open past its handshake timeout")
+        .unwrap();
+    assert!(buf.is_empty(), "the server sent {buf:?} to a silent client");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let dst = tempfile::tempdir().unwrap();
+    Client::new(ClientConfig::new(
+        SECRET,
+        dst.path(),
+        "127.0.0.1",
+        server.port,
+    ))
+    .sync(None)
+    .await
+    .unwrap();
+    assert_eq!(tree(dst.path()), ["f"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_wrong_secrets_from_one_address_are_slowed_down() {
+    let base = tempfile::tempdir().unwrap();
+    write(base.path(), "f", b"x");
+    let server = Running::start(base.path()).await;
+    let dst = tempfile::tempdir().unwrap();
+    let client = |secret: &str| {
+        Client::new(ClientConfig::new(
+            secret,
+            dst.path(),
+            "127.0.0.1",
+            server.port,
+        ))
+    };
+    let guess = |secret: &'static str| {
+        let c = client(secret);
+        async move {
+            let started = Instant::now();
+            let result = c.connect(None).await;
+            (result, started.elapsed())
+        }
+    };
+
+    // The client learns of the failure first (from the server's confirmation); wait until the
+    // server has counted it too, so each guess meets the penalty of all earlier ones.
+    let counted = |n: u64| {
+        let server = &server.server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.status().stats.auth_failures < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "the server never counted failure {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let is_auth = |r: &ssp::Result<()>| matches!(r, Err(e) if e.kind() == ErrorKind::Auth);
+
+    // Two failures are free; from then on each attempt waits 250 ms × 2^(failures - 2).
+    for n in 1..=3 {
+        let (result, _) = guess("wrong guess").await;
+        assert!(is_auth(&result), "{result:?}");
+        counted(n).await;
+    }
+    let (result, waited) = guess("another wrong guess").await;
+    assert!(is_auth(&result), "{result:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the fourth wrong guess in a row was answered after {waited:?}"
+    );
+    counted(4).await;
+
+    // The right secret still gets in (after its wait), and clears the record.
+    let (result, _) = guess(SECRET).await;
+    result.unwrap();
     server.stop().await;
 }

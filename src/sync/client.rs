@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::folder::Folder;
 use super::pull::{pull, PullHooks};
 use super::server::lock;
-use super::HANDSHAKE_TIMEOUT_MS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::{client_handshake, Connection};
 use crate::progress::{emit_status, EventSink, Status};
@@ -119,7 +118,7 @@ impl Client {
     async fn open(&self, events: Option<&EventSink>) -> Result<Connection> {
         let addr = format!("{}:{}", self.config.host, self.config.port);
         emit_status(events, Status::Connecting, format!("connecting to {addr}"));
-        let limit = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+        let limit = self.config.handshake_timeout;
         let stream = tokio::time::timeout(
             limit,
             TcpStream::connect((self.config.host.as_str(), self.config.port)),

@@ -8,6 +8,7 @@ mod server;
 mod session;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use client::{Client, ClientConfig, ClientStatus, SyncStats};
 pub use folder::Folder;
@@ -22,6 +23,9 @@ pub struct PeerConfig {
     pub host: String,
     pub port: u16,
     pub chunk_size: usize,
+    /// Time allowed for TCP connect (client) plus the whole handshake; a peer that takes
+    /// longer is disconnected (and, on the server, counted as a failed attempt).
+    pub handshake_timeout: Duration,
 }
 
 impl PeerConfig {
@@ -38,9 +42,10 @@ impl PeerConfig {
             host: host.into(),
             port,
             chunk_size: crate::protocol::DEFAULT_CHUNK_SIZE,
+            handshake_timeout: Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
         }
     }
 }
 
-/// Time allowed for TCP connect plus the whole handshake.
+/// Default time allowed for TCP connect plus the whole handshake.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;

@@ -15,7 +15,6 @@ use tokio_util::task::TaskTracker;
 
 use super::folder::Folder;
 use super::session::serve_session;
-use super::HANDSHAKE_TIMEOUT_MS;
 use crate::error::{Error, Result};
 use crate::net::server_handshake;
 use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -307,7 +306,7 @@ async fn handle_connection(
         }
     }
     let handshake = tokio::time::timeout(
-        Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+        shared.config.handshake_timeout,
         server_handshake(stream, shared.config.secret.as_bytes()),
     );
     let conn = tokio::select! {
