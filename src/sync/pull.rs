@@ -119,6 +119,11 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
             if !seen.insert(entry.path.clone()) {
                 return Err(fail_peer(conn, Error::protocol(format!("{rel} listed twice"))).await);
             }
+            // Planning compares hex strings: keep ours canonical whatever case the peer used.
+            let entry = IndexEntry {
+                hash: hash.to_hex(),
+                ..entry
+            };
             out.push((rel, hash, entry));
         }
         if batch.last {
