@@ -33,6 +33,8 @@ from ssp import CHUNK_SIZE, METADATA_DIR, SSPClient, SSPServer
 SECRET = "correct horse battery staple"
 HOST = "127.0.0.1"
 BIN_DIR = Path(sys.executable).parent
+# The repository's folder (for the original's `python ssp_server.py` scripts at its top).
+REPO = Path(__file__).resolve().parents[2]
 # A generous bound that only turns a hang into a failure.
 HANG_S = 300
 
@@ -228,16 +230,23 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def server_command(launcher: str) -> list[str]:
+def _command(role: str, launcher: str) -> list[str]:
+    """How users start ``ssp-ROLE``: the console script, ``python -m ssp_ROLE``, or the original
+    SSP's ``python ssp_ROLE.py`` from the repository's folder."""
     if launcher == "console":
-        return [str(BIN_DIR / "ssp-server")]
-    return [sys.executable, "-m", "ssp_server"]
+        return [str(BIN_DIR / f"ssp-{role}")]
+    if launcher == "module":
+        return [sys.executable, "-m", f"ssp_{role}"]
+    assert launcher == "script", launcher
+    return [sys.executable, str(REPO / f"ssp_{role}.py")]
+
+
+def server_command(launcher: str) -> list[str]:
+    return _command("server", launcher)
 
 
 def client_command(launcher: str) -> list[str]:
-    if launcher == "console":
-        return [str(BIN_DIR / "ssp-client")]
-    return [sys.executable, "-m", "ssp_client"]
+    return _command("client", launcher)
 
 
 class ServerProcess:

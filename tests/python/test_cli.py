@@ -29,7 +29,7 @@ from conftest import (
 )
 
 MIB = 1 << 20
-LAUNCHERS = ["console", "module"]
+LAUNCHERS = ["console", "module", "script"]
 
 
 @pytest.mark.parametrize("size", SIZES)

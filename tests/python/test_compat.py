@@ -12,7 +12,7 @@ import pytest
 import ssp
 from ssp import _native
 
-from conftest import cli_env, payload, write_file
+from conftest import REPO, cli_env, payload, write_file
 
 
 def test_top_level_package_exports():
@@ -151,3 +151,42 @@ def test_python_m_help(module):
     )
     assert done.returncode == 0, done.stderr
     assert "FOLDER" in done.stdout
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_original_scripts_in_the_repository_folder(role):
+    """The original's ``ssp_ROLE.py`` at the top of the checkout: importable from there with
+    the same class as the package's, and runnable (``python ssp_ROLE.py --help``)."""
+    cls = f"SSP{role.capitalize()}"
+    probe = (
+        f"import ssp, ssp_{role}; "
+        f"assert ssp_{role}.{cls} is ssp.{cls}; print(ssp_{role}.__file__)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env=cli_env()
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == str(REPO / f"ssp_{role}.py")
+
+    helped = subprocess.run(
+        [sys.executable, str(REPO / f"ssp_{role}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert f"ssp-{role}" in helped.stdout and "SECRET" in helped.stdout
+
+
+def test_original_script_without_the_package_says_how_to_install_it():
+    # -S: no site-packages, as in a checkout where `pip install .` was never run.
+    ran = subprocess.run(
+        [sys.executable, "-S", str(REPO / "ssp_server.py"), "secret", "folder"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert ran.returncode == 1
+    lines = ran.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ssp-server: error: "), ran.stderr
+    assert "pip install ." in lines[0]
