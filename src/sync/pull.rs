@@ -30,6 +30,9 @@ const WRITE_QUEUE: usize = 4;
 /// goes in one hand-over: one thread wake-up per batch, not per small file).
 const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// A temp file of content the server no longer offers is deleted once it has not been touched
+/// for this long (younger ones may belong to a sync still running in another process).
+const STALE_PART_AGE_S: u64 = 15 * 60;
 
 /// What a pull did.
 #[derive(Debug, Default, Clone)]
@@ -215,8 +218,13 @@ pub(crate) async fn pull(
             ..Default::default()
         }));
     }
+    let wanted: HashSet<PathBuf> = fetches.iter().map(|f| f.part.clone()).collect();
+    let stale: Vec<PathBuf> = parts.difference(&wanted).cloned().collect();
     let (received, failures, bytes) =
         transfer(conn, fetches, &parts, root, chunk_size, &hooks).await?;
+    if !stale.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale)).await;
+    }
     outcome.files_received = received.len() as u64;
     outcome.bytes_received = bytes;
     outcome.failures.extend(failures);
@@ -245,6 +253,25 @@ pub(crate) async fn pull(
         }
     }
     Ok(outcome)
+}
+
+/// Deletes temp files left by interrupted syncs of content the server no longer offers (their
+/// name holds the content hash, so no later sync would resume them), once they are old enough.
+fn remove_stale_parts(parts: &[PathBuf]) {
+    let max_age = std::time::Duration::from_secs(STALE_PART_AGE_S);
+    for part in parts {
+        let old = std::fs::symlink_metadata(part)
+            .and_then(|md| md.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= max_age);
+        if old {
+            match std::fs::remove_file(part) {
+                Ok(()) => tracing::info!("removed stale temp file {}", part.display()),
+                Err(e) => tracing::warn!("cannot remove stale temp file {}: {e}", part.display()),
+            }
+        }
+    }
 }
 
 fn record(e: &IndexEntry, hash: Hash, mtime_ns: i64, inode: u64) -> FileRecord {

@@ -1,14 +1,17 @@
-"""Killing the server in the middle of a large file: the client never shows a partial file at
-the final path, and the next sync completes it byte-identical."""
+"""Interrupted transfers: killing the server in the middle of a large file never shows a partial
+file at the final path, and the next sync completes it byte-identical; temp files that can never
+be resumed are cleaned up."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import time
 
 from ssp import SSPClient
 
-from conftest import HOST, SECRET, assert_synced, file_digest, payload, write_file
+from conftest import HOST, SECRET, assert_synced, file_digest, payload, run_client, write_file
 
 MIB = 1 << 20
 
@@ -83,3 +86,23 @@ def test_status_after_a_lost_server_is_an_error_not_a_hang(tmp_path, cli_server)
     assert asyncio.run(run()) is False
     assert client.last_error
     assert {"SYNC_ERROR", "CONNECTION_ERROR", "SERVER_ERROR"} & set(statuses), statuses
+
+
+def test_stale_temp_files_are_removed_and_recent_ones_kept(tmp_path, cli_server):
+    """Temp files name the content they hold: one for content the server no longer offers is
+    never resumed, so a sync deletes it once it is old; a recent one (maybe another process's
+    sync in progress) is left alone."""
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "a.txt", b"current content")
+    stale = write_file(dst, "sub/.ssp-part-" + "0" * 24 + "-" + "1" * 16, b"old partial")
+    recent = write_file(dst, ".ssp-part-" + "2" * 24 + "-" + "3" * 16, b"in progress")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    server = cli_server(src)
+
+    done = run_client(dst, server.port)
+
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()
+    assert recent.exists()
+    assert_synced(src, dst, client_only={recent.relative_to(dst).as_posix(): None})
