@@ -2,6 +2,7 @@
 //! fresh `TcpStream` into an authenticated, encrypted `Connection`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,6 +24,24 @@ pub type FrameWriter = FramedWrite<OwnedWriteHalf, FrameEncoder>;
 /// Outgoing bytes buffered before `feed` starts writing to the socket.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// TCP keepalive: after this long without traffic the kernel starts probing the peer...
+const KEEPALIVE_IDLE_S: u64 = 30;
+/// ...this often...
+const KEEPALIVE_INTERVAL_S: u64 = 10;
+/// ...and gives up after this many unanswered probes, so a peer whose host died or whose
+/// network vanished (no RST ever comes) fails reads after about a minute instead of never.
+const KEEPALIVE_RETRIES: u32 = 3;
+
+fn enable_keepalive(stream: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(KEEPALIVE_IDLE_S))
+        .with_interval(Duration::from_secs(KEEPALIVE_INTERVAL_S))
+        .with_retries(KEEPALIVE_RETRIES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::debug!("cannot enable TCP keepalive: {e}");
+    }
+}
+
 /// One peer connection.
 pub struct Connection {
     pub reader: FrameReader,
@@ -34,6 +53,7 @@ impl Connection {
     fn new(stream: TcpStream) -> Result<Connection> {
         // We batch frames ourselves; Nagle would only add latency to the last one.
         let _ = stream.set_nodelay(true);
+        enable_keepalive(&stream);
         let peer = stream
             .peer_addr()
             .map_err(|e| Error::ConnectionLost(e.to_string()))?;
@@ -222,4 +242,29 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
     conn.writer.encoder_mut().enable_encryption(sealer);
     conn.reader.decoder_mut().enable_encryption(opener);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn both_ends_probe_a_silent_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        for stream in [client.unwrap(), accepted.unwrap().0] {
+            let conn = Connection::new(stream).unwrap();
+            let sock = socket2::SockRef::from(conn.reader.get_ref().as_ref());
+            assert!(sock.keepalive().unwrap());
+            assert_eq!(
+                sock.tcp_keepalive_time().unwrap(),
+                Duration::from_secs(KEEPALIVE_IDLE_S)
+            );
+            assert_eq!(
+                sock.tcp_keepalive_interval().unwrap(),
+                Duration::from_secs(KEEPALIVE_INTERVAL_S)
+            );
+        }
+    }
 }
