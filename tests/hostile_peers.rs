@@ -403,3 +403,70 @@ async fn repeated_wrong_secrets_from_one_address_are_slowed_down() {
     result.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_16_handshakes_open() {
+    let base = tempfile::tempdir().unwrap();
+    write(base.path(), "f", b"x");
+    let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
+    // Long enough that only the per-address limit can close a silent connection in this test.
+    config.handshake_timeout = Duration::from_secs(120);
+    let server = Running::start_with(config).await;
+
+    // 17 connections that never say HELLO: 16 wait for their handshake, one is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..17 {
+        silent.push(
+            TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.server.status().stats.refused_connections < 1 {
+        assert!(Instant::now() < deadline, "no connection was refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The refused one reads end-of-stream (once its FIN is here); the other 16 stay open.
+    let is_closed = |s: &TcpStream| {
+        let mut buf = [0u8; 1];
+        !matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    loop {
+        let closed = silent.iter().filter(|s| is_closed(s)).count();
+        if closed == 1 {
+            break;
+        }
+        assert!(
+            closed == 0,
+            "{closed} connections closed; only one should be"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the refused connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.server.status().stats.refused_connections, 1);
+
+    // Once they hang up, the address gets its slots back and a real client syncs.
+    drop(silent);
+    let dst = tempfile::tempdir().unwrap();
+    let client = Client::new(ClientConfig::new(
+        SECRET,
+        dst.path(),
+        "127.0.0.1",
+        server.port,
+    ));
+    loop {
+        match client.sync(None).await {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::Connection && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("sync after the flood: {e}"),
+        }
+    }
+    assert_eq!(tree(dst.path()), ["f"]);
+    server.stop().await;
+}

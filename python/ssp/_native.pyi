@@ -90,7 +90,7 @@ class NativeServer:
     def status(self) -> Dict[str, Any]:
         """Snapshot: ``running, host, port, active_connections, sync_folder, clients,
         stats={total_connections, active_connections, files_sent, bytes_sent, sync_sessions,
-        files_received, bytes_received, uptime_s, auth_failures}``."""
+        files_received, bytes_received, uptime_s, auth_failures, refused_connections}``."""
 
 @final
 class NativeClient:

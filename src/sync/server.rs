@@ -23,6 +23,12 @@ use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 const FAILURE_WINDOW_MS: u64 = 60_000;
 /// Longest delay imposed on an address before its handshake.
 const MAX_PENALTY_MS: u64 = 5_000;
+/// Connections (handshaking or in a session) served at once; beyond, the server stops
+/// accepting until one ends, so a flood cannot exhaust its file descriptors.
+const MAX_CONNECTIONS: usize = 512;
+/// Handshakes in progress from one address; more are closed at once, so one flooding address
+/// cannot take every connection slot for the length of the handshake timeout.
+const MAX_HANDSHAKES_PER_IP: u32 = 16;
 
 /// How to run a server: where to listen and which folder to serve.
 pub type ServerConfig = super::PeerConfig;
@@ -38,6 +44,7 @@ pub(crate) struct ServerCounters {
     pub files_received: AtomicU64,
     pub bytes_received: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub refused_connections: AtomicU64,
 }
 
 /// A snapshot of the server for status displays.
@@ -63,6 +70,8 @@ pub struct ServerStats {
     pub files_received: u64,
     pub bytes_received: u64,
     pub auth_failures: u64,
+    /// Connections closed before their handshake because their address had too many pending.
+    pub refused_connections: u64,
     pub uptime_s: f64,
     pub start_time: Option<f64>,
 }
@@ -110,6 +119,10 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
     pub counters: ServerCounters,
     failures: FailureTracker,
+    /// Handshakes in progress per address (see [`HandshakeSlot`]).
+    handshaking: Mutex<HashMap<IpAddr, u32>>,
+    /// One permit per connection, held from accept to close.
+    connection_limit: Arc<tokio::sync::Semaphore>,
     clients: Mutex<BTreeMap<u64, SocketAddr>>,
     running: AtomicBool,
     /// Set by `bind`.
@@ -138,6 +151,8 @@ impl Server {
                 config,
                 counters: ServerCounters::default(),
                 failures: FailureTracker::default(),
+                handshaking: Mutex::new(HashMap::new()),
+                connection_limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
                 clients: Mutex::new(BTreeMap::new()),
                 running: AtomicBool::new(false),
                 folder: Mutex::new(None),
@@ -207,7 +222,15 @@ impl Server {
         self.shared.running.store(true, Ordering::SeqCst);
         *lock(&self.shared.started) = Some((Instant::now(), SystemTime::now()));
         let mut next_id = 0u64;
+        let limit = Arc::clone(&self.shared.connection_limit);
         loop {
+            let permit = tokio::select! {
+                _ = token.cancelled() => break,
+                permit = Arc::clone(&limit).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break, // the semaphore is never closed
+                },
+            };
             tokio::select! {
                 _ = token.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -216,7 +239,10 @@ impl Server {
                         let shared = Arc::clone(&self.shared);
                         let folder = Arc::clone(&folder);
                         let token = token.clone();
-                        tracker.spawn(handle_connection(shared, folder, stream, peer, next_id, token));
+                        tracker.spawn(async move {
+                            handle_connection(shared, folder, stream, peer, next_id, token).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -272,6 +298,7 @@ impl Server {
                 files_received: c.files_received.load(Ordering::Relaxed),
                 bytes_received: c.bytes_received.load(Ordering::Relaxed),
                 auth_failures: c.auth_failures.load(Ordering::Relaxed),
+                refused_connections: c.refused_connections.load(Ordering::Relaxed),
                 uptime_s: match (running, started) {
                     (true, Some((at, _))) => at.elapsed().as_secs_f64(),
                     _ => 0.0,
@@ -289,6 +316,37 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A handshake in progress from one address; counted until dropped.
+struct HandshakeSlot<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl<'a> HandshakeSlot<'a> {
+    /// `None` when the address already has [`MAX_HANDSHAKES_PER_IP`] handshakes in progress.
+    fn take(shared: &'a Shared, ip: IpAddr) -> Option<Self> {
+        let mut pending = lock(&shared.handshaking);
+        let n = pending.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot { shared, ip })
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.shared.handshaking);
+        if let Some(n) = pending.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn handle_connection(
     shared: Arc<Shared>,
     folder: Arc<Folder>,
@@ -297,6 +355,16 @@ async fn handle_connection(
     id: u64,
     token: CancellationToken,
 ) {
+    let Some(slot) = HandshakeSlot::take(&shared, peer.ip()) else {
+        shared
+            .counters
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "{peer}: refused: {MAX_HANDSHAKES_PER_IP} handshakes from this address in progress"
+        );
+        return;
+    };
     let penalty = shared.failures.penalty(peer.ip());
     if !penalty.is_zero() {
         tracing::info!("{peer}: delaying handshake by {penalty:?} after repeated failures");
@@ -332,6 +400,7 @@ async fn handle_connection(
             return;
         }
     };
+    drop(slot);
     shared.failures.succeeded(peer.ip());
     let c = &shared.counters;
     c.total_connections.fetch_add(1, Ordering::Relaxed);
