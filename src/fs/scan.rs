@@ -15,6 +15,9 @@ use crate::index::{FileRecord, Hash, IndexStore, VersionVector};
 
 /// Read size while hashing: large enough for BLAKE3's SIMD paths to pay off.
 const HASH_BUFFER_BYTES: usize = 1024 * 1024;
+/// Most files hashed at once (one thread each, at most one per core): enough to keep an SSD
+/// and a few cores busy on a first scan without thrashing a spinning disk too hard.
+const MAX_HASHERS: usize = 4;
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -72,7 +75,58 @@ fn rel_string(root: &Path, path: &Path) -> Option<String> {
     Some(parts?.join("/"))
 }
 
+/// A file found by the walk: its record, or what is known before hashing it.
+enum Found {
+    Known(FileRecord),
+    ToHash {
+        rel: String,
+        path: PathBuf,
+        size: u64,
+        mtime_ns: i64,
+        inode: u64,
+        executable: bool,
+    },
+}
+
+/// Hashes `paths` on up to [`MAX_HASHERS`] threads; results come back in the same order.
+fn hash_all(paths: &[&Path]) -> Vec<io::Result<Hash>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_HASHERS)
+        .min(paths.len());
+    if threads <= 1 {
+        return paths.iter().map(|p| hash_file(p)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<io::Result<Hash>>> = paths.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else { break mine };
+                        mine.push((i, hash_file(path)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A worker that panicked leaves its files unhashed: they are reported below.
+            for (i, hash) in worker.join().unwrap_or_default() {
+                results[i] = Some(hash);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(io::Error::other("hashing thread failed"))))
+        .collect()
+}
+
 /// Scans `root`, using and refreshing `store` when given. Vanished files become tombstones.
+/// Files that need hashing are hashed in parallel (see [`MAX_HASHERS`]).
 pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult> {
     check_folder(root)?;
     let mut cache = match store.map(IndexStore::load) {
@@ -85,6 +139,7 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
     };
     let mut out = ScanResult::default();
     let mut changed = Vec::new();
+    let mut found = Vec::new();
     let walker = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -133,38 +188,72 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
         let cached = cache
             .remove(&rel)
             .filter(|c| !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode);
-        let record = match cached {
-            Some(c) if c.executable == executable => c,
+        found.push(match cached {
+            Some(c) if c.executable == executable => Found::Known(c),
             Some(mut c) => {
                 c.executable = executable;
                 changed.push(c.clone());
-                c
+                Found::Known(c)
             }
-            None => match hash_file(entry.path()) {
-                Ok(hash) => {
-                    out.hashed += 1;
-                    let rec = FileRecord {
-                        path: rel,
-                        size,
-                        mtime_ns: mtime,
-                        executable,
-                        hash,
-                        inode,
-                        deleted: false,
-                        version: VersionVector::default(),
-                        blocks: Vec::new(),
-                    };
-                    changed.push(rec.clone());
-                    rec
-                }
-                Err(e) => {
-                    tracing::warn!("skipping {rel}: cannot read: {e}");
-                    out.skipped += 1;
-                    continue;
-                }
+            None => Found::ToHash {
+                rel,
+                path: entry.into_path(),
+                size,
+                mtime_ns: mtime,
+                inode,
+                executable,
             },
+        });
+    }
+    let to_hash: Vec<&Path> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::ToHash { path, .. } => Some(path.as_path()),
+            Found::Known(_) => None,
+        })
+        .collect();
+    let mut hashes = hash_all(&to_hash).into_iter();
+    for f in found {
+        let (rel, size, mtime_ns, inode, executable) = match f {
+            Found::Known(rec) => {
+                out.files.push(rec);
+                continue;
+            }
+            Found::ToHash {
+                rel,
+                size,
+                mtime_ns,
+                inode,
+                executable,
+                ..
+            } => (rel, size, mtime_ns, inode, executable),
         };
-        out.files.push(record);
+        match hashes.next() {
+            Some(Ok(hash)) => {
+                out.hashed += 1;
+                let rec = FileRecord {
+                    path: rel,
+                    size,
+                    mtime_ns,
+                    executable,
+                    hash,
+                    inode,
+                    deleted: false,
+                    version: VersionVector::default(),
+                    blocks: Vec::new(),
+                };
+                changed.push(rec.clone());
+                out.files.push(rec);
+            }
+            Some(Err(e)) => {
+                tracing::warn!("skipping {rel}: cannot read: {e}");
+                out.skipped += 1;
+            }
+            None => {
+                tracing::warn!("skipping {rel}: not hashed");
+                out.skipped += 1;
+            }
+        }
     }
     // What the cache still holds was not seen: deleted since the last scan.
     for (_, mut rec) in cache.into_iter().filter(|(_, r)| !r.deleted) {
@@ -221,6 +310,30 @@ mod tests {
         assert_eq!(fourth.files.len(), 1);
         let tomb = &store.load().unwrap()["two"];
         assert!(tomb.deleted, "a vanished file leaves a tombstone");
+    }
+
+    /// Hashing runs on several threads; every record must still get its own file's hash.
+    #[test]
+    fn parallel_hashing_keeps_each_hash_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..300 {
+            let content = vec![(i % 251) as u8; i * 37];
+            std::fs::write(root.join(format!("f{i:03}")), content).unwrap();
+        }
+        let scan = scan_folder(root, None).unwrap();
+        assert_eq!(scan.hashed, 300);
+        for (i, rec) in scan.files.iter().enumerate() {
+            assert_eq!(rec.path, format!("f{i:03}"));
+            let content = vec![(i % 251) as u8; i * 37];
+            assert_eq!(
+                rec.hash,
+                Hash(*blake3::hash(&content).as_bytes()),
+                "{}",
+                rec.path
+            );
+            assert_eq!(rec.size, content.len() as u64);
+        }
     }
 
     #[test]
