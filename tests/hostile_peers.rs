@@ -24,11 +24,19 @@ fn entry(path: &str, content: &[u8]) -> IndexEntry {
     }
 }
 
-/// A fake server that authenticates, answers SYNC_REQUEST with `index`, then sends `content`
+/// What a fake server sends for every request: chunks as (offset, data, last).
+type Reply = Vec<(u64, &'static [u8], bool)>;
+
+/// The whole `content` in one chunk.
+fn whole(content: &'static [u8]) -> Reply {
+    vec![(0, content, true)]
+}
+
+/// A fake server that authenticates, answers SYNC_REQUEST with `index`, then sends `reply`
 /// for every request. Returns the messages the client sent after the SYNC_REQUEST.
 async fn hostile_server(
     index: Vec<IndexEntry>,
-    content: &'static [u8],
+    reply: Reply,
 ) -> (u16, tokio::task::JoinHandle<Vec<Message>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -46,13 +54,17 @@ async fn hostile_server(
                     conn.writer.send(idx).await.unwrap();
                 }
                 Message::FileRequest(FileRequest { id, .. }) => {
-                    let chunk = FileChunk {
-                        id: *id,
-                        offset: 0,
-                        last: true,
-                        data: bytes::Bytes::from_static(content),
-                    };
-                    let _ = conn.writer.send(Message::FileChunk(chunk)).await;
+                    for &(offset, data, last) in &reply {
+                        let chunk = FileChunk {
+                            id: *id,
+                            offset,
+                            last,
+                            data: bytes::Bytes::from_static(data),
+                        };
+                        if conn.writer.send(Message::FileChunk(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
                 }
                 Message::SyncComplete(_) => {
                     let _ = conn.writer.send(Message::Ack).await;
@@ -82,7 +94,7 @@ async fn hostile_server_paths_are_refused_and_nothing_escapes() {
         let folder = base.path().join("sync");
         let (port, server) = hostile_server(
             vec![entry("fine.txt", b"ok"), entry(path, b"evil")],
-            b"evil",
+            whole(b"evil"),
         )
         .await;
         let client = Client::new(ClientConfig::new(SECRET, &folder, "127.0.0.1", port));
@@ -119,7 +131,7 @@ async fn content_that_does_not_match_its_hash_never_reaches_the_final_path() {
     let base = tempfile::tempdir().unwrap();
     let (port, server) = hostile_server(
         vec![entry("file.txt", b"the real content")],
-        b"forged content!!",
+        whole(b"forged content!!"),
     )
     .await;
     let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
@@ -133,6 +145,35 @@ async fn content_that_does_not_match_its_hash_never_reaches_the_final_path() {
         "no file, no temp file: {:?}",
         tree(base.path())
     );
+    drop(client);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_server_cannot_write_more_than_it_announced() {
+    static MIB: [u8; 1 << 20] = [0x5a; 1 << 20];
+    let base = tempfile::tempdir().unwrap();
+    // The index says 4 bytes; the server then streams 1 MiB chunks that never end.
+    let endless: Reply = (0..64).map(|i| (i << 20, &MIB[..], false)).collect();
+    let (port, server) = hostile_server(vec![entry("small.txt", b"tiny")], endless).await;
+    let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
+    let err = client
+        .sync(None)
+        .await
+        .expect_err("oversized data must fail");
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("announced size"), "{err}");
+    let written: u64 = walkdir::WalkDir::new(base.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.path().starts_with(base.path().join(".ssp")))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        written, 0,
+        "bytes beyond the announced size reached the disk"
+    );
+    assert!(!base.path().join("small.txt").exists());
     drop(client);
     server.abort();
 }

@@ -392,6 +392,15 @@ async fn transfer(
                                 if !inflight.contains(&c.id) {
                                     return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
                                 }
+                                // Never write more than the index announced (a hostile server
+                                // could otherwise fill the disk through one file).
+                                let f = &fetches[c.id as usize];
+                                match c.offset.checked_add(c.data.len() as u64) {
+                                    Some(end) if end <= f.entry.size => {}
+                                    _ => return Err(Error::protocol(format!(
+                                        "{}: data past its announced size of {} bytes", f.rel, f.entry.size
+                                    ))),
+                                }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
                             }
