@@ -157,9 +157,9 @@ async fn a_server_cannot_write_more_than_it_announced() {
     let endless: Reply = (0..64).map(|i| (i << 20, &MIB[..], false)).collect();
     let (port, server) = hostile_server(vec![entry("small.txt", b"tiny")], endless).await;
     let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
-    let err = client
-        .sync(None)
+    let err = tokio::time::timeout(Duration::from_secs(60), client.sync(None))
         .await
+        .expect("the client kept taking data past the announced size")
         .expect_err("oversized data must fail");
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
     assert!(err.to_string().contains("announced size"), "{err}");
