@@ -150,32 +150,51 @@ async fn content_that_does_not_match_its_hash_never_reaches_the_final_path() {
 }
 
 #[tokio::test]
-async fn a_server_cannot_write_more_than_it_announced() {
+async fn chunks_past_the_size_or_out_of_order_end_the_sync() {
     static MIB: [u8; 1 << 20] = [0x5a; 1 << 20];
-    let base = tempfile::tempdir().unwrap();
-    // The index says 4 bytes; the server then streams 1 MiB chunks that never end.
-    let endless: Reply = (0..64).map(|i| (i << 20, &MIB[..], false)).collect();
-    let (port, server) = hostile_server(vec![entry("small.txt", b"tiny")], endless).await;
-    let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
-    let err = tokio::time::timeout(Duration::from_secs(60), client.sync(None))
-        .await
-        .expect("the client kept taking data past the announced size")
-        .expect_err("oversized data must fail");
-    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
-    assert!(err.to_string().contains("announced size"), "{err}");
-    let written: u64 = walkdir::WalkDir::new(base.path())
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && !e.path().starts_with(base.path().join(".ssp")))
-        .map(|e| e.metadata().unwrap().len())
-        .sum();
-    assert_eq!(
-        written, 0,
-        "bytes beyond the announced size reached the disk"
-    );
-    assert!(!base.path().join("small.txt").exists());
-    drop(client);
-    server.abort();
+    // (the case, the chunks a server sends for an 8-byte file, what the error says, the most
+    // bytes that may reach the client's disk)
+    let table: [(&str, Reply, &str, u64); 3] = [
+        (
+            "endless data for an 8-byte file",
+            (0..64).map(|i| (i << 20, &MIB[..], false)).collect(),
+            "announced size",
+            0,
+        ),
+        (
+            "the same chunk again and again",
+            (0..10_000).map(|_| (0, &b"abcd"[..], false)).collect(),
+            "out of order",
+            4,
+        ),
+        (
+            "a chunk after the last one",
+            vec![(0, b"abcdefgh", true), (8, b"", true)],
+            "after the last one",
+            8,
+        ),
+    ];
+    for (case, reply, says, most) in table {
+        let base = tempfile::tempdir().unwrap();
+        let (port, server) = hostile_server(vec![entry("file.bin", b"abcdefgh")], reply).await;
+        let client = Client::new(ClientConfig::new(SECRET, base.path(), "127.0.0.1", port));
+        let err = tokio::time::timeout(Duration::from_secs(60), client.sync(None))
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the client kept taking chunks"))
+            .expect_err(case);
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{case}: {err}");
+        assert!(err.to_string().contains(says), "{case}: {err}");
+        let written: u64 = walkdir::WalkDir::new(base.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| !e.path().starts_with(base.path().join(".ssp")))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(written <= most, "{case}: {written} bytes reached the disk");
+        drop(client);
+        server.abort();
+    }
 }
 
 /// Authenticates against a real server as a client and sends `msg` after a SYNC_REQUEST.

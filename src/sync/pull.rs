@@ -342,7 +342,9 @@ async fn transfer(
         })
     });
 
-    let mut inflight: HashSet<u32> = HashSet::new();
+    // Requests in flight, with the offset their next chunk must start at (`None` once the last
+    // chunk came): each file's data arrives in order, once, and never past its size.
+    let mut inflight: HashMap<u32, Option<u64>> = HashMap::new();
     let mut retried: HashSet<u32> = HashSet::new();
     let mut received = Vec::new();
     let mut failures = Vec::new();
@@ -353,7 +355,7 @@ async fn transfer(
                     let Some((id, offset)) = queue.pop_front() else { break };
                     let path = fetches[id as usize].entry.path.clone();
                     conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
-                    inflight.insert(id);
+                    inflight.insert(id, Some(offset));
                 }
                 conn.writer.flush().await?;
             }
@@ -389,14 +391,21 @@ async fn transfer(
                     loop {
                         match next {
                             Some(Ok(Message::FileChunk(c))) => {
-                                if !inflight.contains(&c.id) {
+                                let Some(expected) = inflight.get_mut(&c.id) else {
                                     return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
+                                };
+                                let f = &fetches[c.id as usize];
+                                if *expected != Some(c.offset) {
+                                    return Err(Error::protocol(format!(
+                                        "{}: chunk at byte {} out of order or after the last one", f.rel, c.offset
+                                    )));
                                 }
                                 // Never write more than the index announced (a hostile server
                                 // could otherwise fill the disk through one file).
-                                let f = &fetches[c.id as usize];
                                 match c.offset.checked_add(c.data.len() as u64) {
-                                    Some(end) if end <= f.entry.size => {}
+                                    Some(end) if end <= f.entry.size => {
+                                        *expected = if c.last { None } else { Some(end) };
+                                    }
                                     _ => return Err(Error::protocol(format!(
                                         "{}: data past its announced size of {} bytes", f.rel, f.entry.size
                                     ))),
@@ -404,7 +413,7 @@ async fn transfer(
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
                             }
-                            Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains(&id) => {
+                            Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains_key(&id) => {
                                 batch.push(WriteCmd::Fail { id, reason: format!("server: {message}") });
                             }
                             Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
