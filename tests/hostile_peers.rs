@@ -154,7 +154,7 @@ async fn chunks_past_the_size_or_out_of_order_end_the_sync() {
     static MIB: [u8; 1 << 20] = [0x5a; 1 << 20];
     // (the case, the chunks a server sends for an 8-byte file, what the error says, the most
     // bytes that may reach the client's disk)
-    let table: [(&str, Reply, &str, u64); 3] = [
+    let table: [(&str, Reply, &str, u64); 5] = [
         (
             "endless data for an 8-byte file",
             (0..64).map(|i| (i << 20, &MIB[..], false)).collect(),
@@ -166,6 +166,18 @@ async fn chunks_past_the_size_or_out_of_order_end_the_sync() {
             (0..10_000).map(|_| (0, &b"abcd"[..], false)).collect(),
             "out of order",
             4,
+        ),
+        (
+            "a last chunk short of the size",
+            vec![(0, b"abcd", true)],
+            "must end at its announced size",
+            4,
+        ),
+        (
+            "all the bytes but no last flag",
+            vec![(0, b"abcdefgh", false)],
+            "must end at its announced size",
+            8,
         ),
         (
             "a chunk after the last one",
@@ -528,5 +540,40 @@ async fn one_address_cannot_hold_more_than_16_handshakes_open() {
         }
     }
     assert_eq!(tree(dst.path()), ["f"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
+    let base = tempfile::tempdir().unwrap();
+    write(base.path(), "grows.txt", b"abc");
+    let server = Running::start(base.path()).await;
+    let stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut conn = client_handshake(stream, SECRET.as_bytes()).await.unwrap();
+    conn.send(Message::SyncRequest(SyncRequest {
+        mode: "pull".into(),
+    }))
+    .await
+    .unwrap();
+    match conn.recv().await.unwrap() {
+        Message::FileIndex(ix) => assert_eq!(ix.entries[0].size, 3),
+        other => panic!("expected the index, got {other:?}"),
+    }
+    write(base.path(), "grows.txt", b"abcdef"); // changes between index and request
+    conn.send(Message::FileRequest(FileRequest {
+        id: 0,
+        path: "grows.txt".into(),
+        offset: 0,
+    }))
+    .await
+    .unwrap();
+    match conn.reader.next().await {
+        Some(Ok(Message::Error(e))) => {
+            assert_eq!((e.code, e.id), (ErrorCode::FileChanged, Some(0)), "{e:?}");
+        }
+        other => panic!("expected ERROR file_changed for request 0, got {other:?}"),
+    }
     server.stop().await;
 }

@@ -402,13 +402,16 @@ async fn transfer(
                                 }
                                 // Never write more than the index announced (a hostile server
                                 // could otherwise fill the disk through one file).
+                                let size = f.entry.size;
                                 match c.offset.checked_add(c.data.len() as u64) {
-                                    Some(end) if end <= f.entry.size => {
-                                        *expected = if c.last { None } else { Some(end) };
-                                    }
-                                    _ => return Err(Error::protocol(format!(
-                                        "{}: data past its announced size of {} bytes", f.rel, f.entry.size
+                                    Some(end) if end > size => return Err(Error::protocol(format!(
+                                        "{}: data past its announced size of {size} bytes", f.rel
                                     ))),
+                                    Some(end) if (end == size) != c.last => return Err(Error::protocol(format!(
+                                        "{}: the last chunk must end at its announced size of {size} bytes", f.rel
+                                    ))),
+                                    Some(end) => *expected = if c.last { None } else { Some(end) },
+                                    None => return Err(Error::protocol(format!("{}: chunk offset overflows", f.rel))),
                                 }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));

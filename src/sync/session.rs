@@ -36,6 +36,8 @@ struct ReadJob {
     id: u32,
     rel: RelPath,
     offset: u64,
+    /// The size the index announced: exactly this much is sent, or an error if the file changed.
+    size: u64,
 }
 
 pub(crate) async fn serve_session(
@@ -148,7 +150,7 @@ pub(crate) async fn serve_session(
                         break Err(e);
                     }
                 };
-                if !index.contains_key(rel.as_str()) {
+                let Some(size) = index.get(rel.as_str()).map(|r| r.size) else {
                     let msg = ErrorMsg {
                         code: ErrorCode::NotFound,
                         message: format!("{rel} is not in the index"),
@@ -158,8 +160,14 @@ pub(crate) async fn serve_session(
                         break Ok(());
                     }
                     continue;
-                }
-                if job_tx.send(ReadJob { id, rel, offset }).await.is_err() {
+                };
+                let job = ReadJob {
+                    id,
+                    rel,
+                    offset,
+                    size,
+                };
+                if job_tx.send(job).await.is_err() {
                     break Ok(());
                 }
             }
@@ -273,7 +281,18 @@ fn stream_file(
     if !md.is_file() {
         return Err(fail(ErrorCode::NotFound, "not a regular file".into()));
     }
-    let size = md.len();
+    // The client takes exactly the announced size: a file that changed since is reported, and
+    // the client's next sync sees it in the new index.
+    let size = job.size;
+    if md.len() != size {
+        return Err(fail(
+            ErrorCode::FileChanged,
+            format!(
+                "changed since the index was sent ({size} bytes, now {})",
+                md.len()
+            ),
+        ));
+    }
     if job.offset > size {
         return Err(fail(
             ErrorCode::FileChanged,

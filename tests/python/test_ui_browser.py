@@ -177,6 +177,11 @@ def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path
             page.get_by_role("button", name="Stop Server").click()
             page.get_by_text("Stopped").first.wait_for()
             assert page.get_by_text("Traceback").count() == 0
+        except Exception:
+            # Leave what the page showed, for whoever reads the failure.
+            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
+            print(f"page text at the failure:\n{page.inner_text('body')}")
+            raise
         finally:
             browser.close()
 
