@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{tree, write, Running, SECRET};
+use common::{assert_a_client_syncs, tree, write, Running, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use ssp::net::{client_handshake, server_handshake};
 use ssp::protocol::{
@@ -366,17 +366,7 @@ async fn garbage_before_the_handshake_closes_only_that_connection() {
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
     }
-    let dst = tempfile::tempdir().unwrap();
-    Client::new(ClientConfig::new(
-        SECRET,
-        dst.path(),
-        "127.0.0.1",
-        server.port,
-    ))
-    .sync(None)
-    .await
-    .unwrap();
-    assert_eq!(tree(dst.path()), ["f"]);
+    assert_a_client_syncs(server.port, &["f"]).await;
     server.stop().await;
 }
 
@@ -402,17 +392,7 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_others_are_serv
     assert!(buf.is_empty(), "the server sent {buf:?} to a silent client");
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    let dst = tempfile::tempdir().unwrap();
-    Client::new(ClientConfig::new(
-        SECRET,
-        dst.path(),
-        "127.0.0.1",
-        server.port,
-    ))
-    .sync(None)
-    .await
-    .unwrap();
-    assert_eq!(tree(dst.path()), ["f"]);
+    assert_a_client_syncs(server.port, &["f"]).await;
     server.stop().await;
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ssp::{Server, ServerConfig};
+use ssp::{Client, ClientConfig, Server, ServerConfig};
 
 pub const SECRET: &str = "correct horse battery staple";
 
@@ -59,4 +59,15 @@ pub fn tree(root: &Path) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// A well-behaved client pulls from the server on `port` into a fresh folder and gets exactly
+/// `files`: whatever a bad peer did, the server still serves others.
+pub async fn assert_a_client_syncs(port: u16, files: &[&str]) {
+    let dst = tempfile::tempdir().unwrap();
+    Client::new(ClientConfig::new(SECRET, dst.path(), "127.0.0.1", port))
+        .sync(None)
+        .await
+        .unwrap();
+    assert_eq!(tree(dst.path()), files);
 }
