@@ -28,7 +28,7 @@ mod bindings;
 /// for reuse; glibc's malloc hands the large chunk buffers back to the kernel and faults them
 /// in again. Python's allocations are not affected. mimalloc v2 with `local_dynamic_tls`, as
 /// pydantic-core ships it: v3 crashed (NULL `tld` in the thread's default heap) in the Streamlit
-/// process in 5 of 6 browser-test runs; v2 passed 16 of 16.
+/// process in 5 of 6 browser-test runs; v2 passed 31 of 31.
 #[cfg(feature = "python")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
