@@ -395,23 +395,8 @@ async fn transfer(
                                     return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
                                 };
                                 let f = &fetches[c.id as usize];
-                                if *expected != Some(c.offset) {
-                                    return Err(Error::protocol(format!(
-                                        "{}: chunk at byte {} out of order or after the last one", f.rel, c.offset
-                                    )));
-                                }
-                                // Never write more than the index announced (a hostile server
-                                // could otherwise fill the disk through one file).
-                                let size = f.entry.size;
-                                match c.offset.checked_add(c.data.len() as u64) {
-                                    Some(end) if end > size => return Err(Error::protocol(format!(
-                                        "{}: data past its announced size of {size} bytes", f.rel
-                                    ))),
-                                    Some(end) if (end == size) != c.last => return Err(Error::protocol(format!(
-                                        "{}: the last chunk must end at its announced size of {size} bytes", f.rel
-                                    ))),
-                                    Some(end) => *expected = if c.last { None } else { Some(end) },
-                                    None => return Err(Error::protocol(format!("{}: chunk offset overflows", f.rel))),
+                                if let Err(why) = accept_chunk(expected, c.offset, c.data.len(), c.last, f.entry.size) {
+                                    return Err(Error::protocol(format!("{}: {why}", f.rel)));
                                 }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
@@ -628,5 +613,83 @@ fn failure(e: Error, f: &Fetch) -> Outcome {
         })
     } else {
         Outcome::Failed(e.to_string())
+    }
+}
+
+/// Checks a FILE_CHUNK of `len` bytes at `offset` against where its request's next chunk must
+/// start (`expected`, `None` once the last chunk came) and the size the index announced, and
+/// advances `expected`. Each file's data must arrive in order, exactly once, end with `last`
+/// exactly at `size`, and never go past it: a hostile server cannot make us write more than
+/// the index announced, nor stream forever.
+fn accept_chunk(
+    expected: &mut Option<u64>,
+    offset: u64,
+    len: usize,
+    last: bool,
+    size: u64,
+) -> Result<(), String> {
+    if *expected != Some(offset) {
+        return Err(format!(
+            "chunk at byte {offset} out of order or after the last one"
+        ));
+    }
+    match offset.checked_add(len as u64) {
+        Some(end) if end > size => Err(format!("data past its announced size of {size} bytes")),
+        Some(end) if (end == size) != last => Err(format!(
+            "the last chunk must end at its announced size of {size} bytes"
+        )),
+        Some(end) => {
+            *expected = if last { None } else { Some(end) };
+            Ok(())
+        }
+        None => Err("chunk offset overflows".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_chunk;
+
+    /// Chunk sequences for a 10-byte file requested from `start`: (start, chunks as
+    /// (offset, len, last), index of the first refused chunk or None).
+    #[test]
+    fn chunks_are_accepted_in_order_within_the_size_and_nothing_after_the_last() {
+        type Case = (u64, &'static [(u64, usize, bool)], Option<usize>);
+        let table: &[(&str, Case)] = &[
+            ("whole file at once", (0, &[(0, 10, true)], None)),
+            (
+                "in pieces",
+                (0, &[(0, 4, false), (4, 4, false), (8, 2, true)], None),
+            ),
+            ("resumed at byte 6", (6, &[(6, 4, true)], None)),
+            ("resumed at the end", (10, &[(10, 0, true)], None)),
+            (
+                "starts before the requested offset",
+                (6, &[(0, 10, true)], Some(0)),
+            ),
+            ("gap", (0, &[(0, 4, false), (5, 5, true)], Some(1))),
+            ("repeat", (0, &[(0, 4, false), (0, 4, false)], Some(1))),
+            (
+                "past the size",
+                (0, &[(0, 4, false), (4, 7, true)], Some(1)),
+            ),
+            ("last too early", (0, &[(0, 4, true)], Some(0))),
+            ("all bytes, no last", (0, &[(0, 10, false)], Some(0))),
+            (
+                "after the last",
+                (0, &[(0, 10, true), (10, 0, true)], Some(1)),
+            ),
+            (
+                "offset overflow",
+                (u64::MAX, &[(u64::MAX, 1, true)], Some(0)),
+            ),
+        ];
+        for (name, (start, chunks, refused)) in table {
+            let mut expected = Some(*start);
+            let first_refused = chunks.iter().position(|&(offset, len, last)| {
+                accept_chunk(&mut expected, offset, len, last, 10).is_err()
+            });
+            assert_eq!(first_refused, *refused, "{name}");
+        }
     }
 }
