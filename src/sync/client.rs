@@ -134,12 +134,23 @@ impl Client {
             Status::Handshake,
             "authenticating with the shared secret (SPAKE2)",
         );
-        tokio::time::timeout(
-            limit,
-            client_handshake(stream, self.config.secret.as_bytes()),
-        )
-        .await
-        .map_err(|_| Error::Timeout("the handshake"))?
+        // A wrong address or port is the likely cause of anything but an SSP answer: say so.
+        match tokio::time::timeout(limit, client_handshake(stream, self.config.secret.as_bytes()))
+            .await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(Error::ConnectionLost(_))) => Err(Error::ConnectionLost(format!(
+                "{addr} closed the connection during the handshake (is it an SSP server, and is it accepting us?)"
+            ))),
+            Ok(Err(Error::Protocol(e))) => Err(Error::Protocol(format!(
+                "{addr} does not answer like an SSP server ({e})"
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::ConnectionLost(format!(
+                "no SSP handshake from {addr} within {} s (is it an SSP server?)",
+                limit.as_secs_f64()
+            ))),
+        }
     }
 
     /// Pulls every new or changed file of the server's folder. Connects first if needed.

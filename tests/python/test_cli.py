@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from conftest import (
     AWKWARD_NAMES,
     CHUNK_SIZE,
+    HANG_S,
     HOST,
     SECRET,
     SIZES,
@@ -146,6 +148,37 @@ def test_cli_no_server_fails_with_one_line(tmp_path):
 
     assert done.returncode != 0
     one_error_line(done.stderr, "ssp-client")
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"", "closed the connection during the handshake"),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not answer like an SSP server"),
+    ],
+    ids=["hangs-up", "speaks-http"],
+)
+def test_cli_pointed_at_something_else_says_so(tmp_path, answer, says):
+    """A wrong port is the usual reason for a non-SSP answer: the line names the address."""
+    with socket.socket() as other:
+        other.bind((HOST, 0))
+        other.listen()
+        port = other.getsockname()[1]
+
+        def answer_once() -> None:
+            conn, _ = other.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(answer)
+
+        responder = threading.Thread(target=answer_once, daemon=True)
+        responder.start()
+        done = run_client(tmp_path / "client", port)
+        responder.join(HANG_S)
+
+    assert done.returncode != 0
+    line = one_error_line(done.stderr, "ssp-client")
+    assert says in line and f"{HOST}:{port}" in line, line
 
 
 def test_cli_port_in_use_names_the_port(tmp_path):
