@@ -24,15 +24,6 @@ pub mod sync;
 #[cfg(feature = "python")]
 mod bindings;
 
-/// The extension module's own (Rust) allocations go through mimalloc, which keeps freed pages
-/// for reuse; glibc's malloc hands the large chunk buffers back to the kernel and faults them
-/// in again. Python's allocations are not affected. mimalloc v2 with `local_dynamic_tls`, as
-/// pydantic-core ships it: v3 crashed (NULL `tld` in the thread's default heap) in the Streamlit
-/// process in 5 of 6 browser-test runs; v2 passed 31 of 31.
-#[cfg(feature = "python")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Event, EventSink, Progress, Status};
 pub use protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
