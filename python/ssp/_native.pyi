@@ -25,6 +25,7 @@ __all__ = [
     "SSPError",
     "__version__",
     "scan_folder",
+    "tune_allocator_for_transfers",
     "validate_path",
 ]
 
@@ -65,6 +66,10 @@ class DiskError(SSPError):
 def scan_folder(folder: str) -> List[Tuple[str, int, str, float, bool]]:
     """Scan ``folder`` (using and refreshing its hash cache) and return
     ``[(relative_path, size, blake3_hex, mtime_seconds, executable), ...]`` sorted by path."""
+
+def tune_allocator_for_transfers() -> bool:
+    """Keep freed transfer buffers in this process instead of returning them to the kernel
+    (glibc only; process-wide, so only the CLI calls it). True if anything was changed."""
 
 def validate_path(path: str) -> str:
     """Return ``path`` if it is an acceptable relative sync path, else raise :class:`PathError`."""

@@ -262,6 +262,10 @@ def _server(argv: Sequence[str] | None, prog: str) -> int:
         return _fail(prog, problem)
     import asyncio
 
+    from ssp._native import tune_allocator_for_transfers
+
+    tune_allocator_for_transfers()  # our own process: keep transfer buffers (see its doc)
+
     try:
         return asyncio.run(_serve(settings, prog))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
@@ -360,6 +364,9 @@ def _client(argv: Sequence[str] | None, prog: str) -> int:
     settings = _parse(argv, prog, "client")
     # The client's failure is reported as one line; engine logs only with -v.
     _setup_logging(settings, logging.CRITICAL)
+    from ssp._native import tune_allocator_for_transfers
+
+    tune_allocator_for_transfers()  # our own process: keep transfer buffers (see its doc)
     show_bar = not settings.quiet and sys.stderr.isatty()
     try:
         return _pull(settings, prog, show_bar)

@@ -190,3 +190,20 @@ def test_original_script_without_the_package_says_how_to_install_it():
     lines = ran.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ssp-server: error: "), ran.stderr
     assert "pip install ." in lines[0]
+
+
+def test_the_cli_can_tune_glibc_malloc_for_transfers():
+    """ssp-client/ssp-server keep freed transfer buffers (fewer page faults); on glibc the
+    setting must take, elsewhere it is a no-op that says so."""
+    import platform
+
+    probe = "from ssp import _native; print(_native.tune_allocator_for_transfers())"
+    changed = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert changed.returncode == 0, changed.stderr
+    on_glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert changed.stdout.strip() == str(on_glibc)
