@@ -10,8 +10,10 @@ use ssp::net::{client_handshake, server_handshake};
 use ssp::protocol::{
     ErrorCode, FileChunk, FileIndex, FileRequest, IndexEntry, Message, SyncRequest,
 };
-use ssp::{Client, ClientConfig, ErrorKind, ServerConfig};
+use ssp::{Client, ClientConfig, ErrorKind};
 use std::time::{Duration, Instant};
+
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(ssp::sync::HANDSHAKE_TIMEOUT_MS);
 use tokio::net::{TcpListener, TcpStream};
 
 fn entry(path: &str, content: &[u8]) -> IndexEntry {
@@ -350,9 +352,7 @@ async fn version_mismatch_names_both_versions() {
 #[tokio::test]
 async fn garbage_before_the_handshake_closes_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let base = tempfile::tempdir().unwrap();
-    write(base.path(), "f", b"x");
-    let server = Running::start(base.path()).await;
+    let (_base, server) = Running::serving_f(DEFAULT_HANDSHAKE_TIMEOUT).await;
     for garbage in [
         &b"\xff\xff\xff\xff"[..],
         b"\x00\x00\x00\x05\x63hello",
@@ -373,11 +373,7 @@ async fn garbage_before_the_handshake_closes_only_that_connection() {
 #[tokio::test]
 async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_others_are_served() {
     use tokio::io::AsyncReadExt;
-    let base = tempfile::tempdir().unwrap();
-    write(base.path(), "f", b"x");
-    let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
-    config.handshake_timeout = Duration::from_millis(300);
-    let server = Running::start_with(config).await;
+    let (_base, server) = Running::serving_f(Duration::from_millis(300)).await;
 
     // Connects and never says HELLO: the server must hang up on its own.
     let mut silent = TcpStream::connect(("127.0.0.1", server.port))
@@ -398,9 +394,7 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_others_are_serv
 
 #[tokio::test]
 async fn repeated_wrong_secrets_from_one_address_are_slowed_down() {
-    let base = tempfile::tempdir().unwrap();
-    write(base.path(), "f", b"x");
-    let server = Running::start(base.path()).await;
+    let (_base, server) = Running::serving_f(DEFAULT_HANDSHAKE_TIMEOUT).await;
     let dst = tempfile::tempdir().unwrap();
     let client = |secret: &str| {
         Client::new(ClientConfig::new(
@@ -458,12 +452,8 @@ async fn repeated_wrong_secrets_from_one_address_are_slowed_down() {
 
 #[tokio::test]
 async fn one_address_cannot_hold_more_than_16_handshakes_open() {
-    let base = tempfile::tempdir().unwrap();
-    write(base.path(), "f", b"x");
-    let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
     // Long enough that only the per-address limit can close a silent connection in this test.
-    config.handshake_timeout = Duration::from_secs(120);
-    let server = Running::start_with(config).await;
+    let (_base, server) = Running::serving_f(Duration::from_secs(120)).await;
 
     // 17 connections that never say HELLO: 16 wait for their handshake, one is closed at once.
     let mut silent = Vec::new();

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ssp::{Client, ClientConfig, Server, ServerConfig};
 
@@ -27,6 +28,17 @@ impl Running {
         let s = Arc::clone(&server);
         let task = tokio::spawn(async move { s.serve().await.expect("serve") });
         Running { server, port, task }
+    }
+
+    /// A server on a fresh folder holding one file, `f`, with the given handshake timeout.
+    /// Keep the returned folder alive as long as the server.
+    pub async fn serving_f(handshake_timeout: Duration) -> (tempfile::TempDir, Running) {
+        let base = tempfile::tempdir().unwrap();
+        write(base.path(), "f", b"x");
+        let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
+        config.handshake_timeout = handshake_timeout;
+        let server = Self::start_with(config).await;
+        (base, server)
     }
 
     pub async fn stop(self) {
