@@ -22,6 +22,7 @@ fn entry(path: &str, content: &[u8]) -> IndexEntry {
         size: content.len() as u64,
         mtime_ns: 1_600_000_000_000_000_000,
         executable: false,
+        mode: None,
         hash: blake3::hash(content).to_hex().to_string(),
     }
 }

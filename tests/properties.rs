@@ -136,6 +136,7 @@ proptest! {
                 size: *size,
                 mtime_ns: *mtime,
                 executable: *exec,
+                mode: Some(if *exec { 0o755 } else { 0o644 }),
                 hash: Hash([*h; 32]).to_hex(),
             });
             if let Some((lh, lsize, lmtime, lexec, deleted)) = here {
@@ -144,6 +145,7 @@ proptest! {
                     size: *lsize,
                     mtime_ns: *lmtime,
                     executable: *lexec,
+                    mode: if *lexec { 0o755 } else { 0o644 },
                     hash: Hash([*lh; 32]),
                     inode: 0,
                     deleted: *deleted,
@@ -152,13 +154,13 @@ proptest! {
                 });
             }
         }
-        let plan = plan_pull(&remote, &local);
+        let plan = plan_pull(&remote, &local, 0o022);
         prop_assert_eq!(plan.fetch.len() + plan.touch.len() + plan.unchanged, remote.len());
         for e in &remote {
             let have = local.get(&e.path).filter(|r| !r.deleted);
             let same_content = have.is_some_and(|r| r.hash.to_hex() == e.hash && r.size == e.size);
             prop_assert_eq!(plan.fetch.contains(e), !same_content, "{:?}", e);
-            let same_meta = have.is_some_and(|r| r.mtime_ns == e.mtime_ns && r.executable == e.executable);
+            let same_meta = have.is_some_and(|r| r.mtime_ns == e.mtime_ns && r.mode == e.permissions() & !0o022);
             prop_assert_eq!(plan.touch.contains(e), same_content && !same_meta, "{:?}", e);
         }
     }

@@ -22,6 +22,10 @@ pub struct Beneath {
     dir: OwnedFd,
 }
 
+/// Flags of the final open: never a symlink, and never blocking on a FIFO or device swapped in
+/// (regular files ignore `O_NONBLOCK`; callers `fstat` and refuse anything else).
+const FILE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
 #[cfg(target_os = "linux")]
 static OPENAT2_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
@@ -48,8 +52,9 @@ impl Beneath {
         Ok(Beneath { dir })
     }
 
-    /// Opens `rel` read-only. Fails (ELOOP, EXDEV, ENOTDIR, ...) if any component is a symlink
-    /// or the path would leave the folder.
+    /// Opens `rel` read-only (non-blocking: a FIFO opens at once; check it is a regular file).
+    /// Fails (ELOOP, EXDEV, ENOTDIR, ...) if any component is a symlink or the path would leave
+    /// the folder.
     pub fn open_read(&self, rel: &RelPath) -> io::Result<File> {
         let name = cstring(rel.as_str().as_bytes())?;
         #[cfg(target_os = "linux")]
@@ -68,7 +73,7 @@ impl Beneath {
     fn openat2(&self, name: &CString) -> io::Result<OwnedFd> {
         // SAFETY: `open_how` is plain data; all-zero is a valid value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+        how.flags = (FILE_FLAGS | libc::O_CLOEXEC) as u64;
         how.resolve =
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
         // SAFETY: valid descriptor, NUL-terminated path and a correctly sized `open_how`.
@@ -103,7 +108,7 @@ impl Beneath {
                     libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH,
                 )?);
             } else {
-                return openat(at, &name, libc::O_RDONLY | libc::O_NOFOLLOW);
+                return openat(at, &name, FILE_FLAGS);
             }
         }
         Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))

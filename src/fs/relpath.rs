@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{METADATA_DIR, PART_PREFIX};
+use super::{is_metadata_name, is_part_name};
 use crate::error::{Error, Result};
 
 /// Longest accepted relative path in bytes.
@@ -13,7 +13,8 @@ const MAX_PATH_BYTES: usize = 4096;
 const MAX_COMPONENT_BYTES: usize = 255;
 
 /// A `/`-separated relative path with no empty, `.` or `..` components, no NUL or backslash,
-/// no drive prefix, not inside the metadata folder and not a temp-file name.
+/// no drive prefix (on Windows), not inside the metadata folder and not a temp-file name (both
+/// compared ASCII-case-insensitively, as case-insensitive file systems would).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelPath(String);
 
@@ -41,17 +42,21 @@ impl RelPath {
         if s.starts_with('/') {
             return bad("absolute path");
         }
-        let b = s.as_bytes();
-        if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
-            return bad("drive-letter path");
+        // `C:` names a drive only on Windows; `a:b` is an ordinary name elsewhere.
+        #[cfg(windows)]
+        {
+            let b = s.as_bytes();
+            if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+                return bad("drive-letter path");
+            }
         }
         for (i, comp) in s.split('/').enumerate() {
             match comp {
                 "" => return bad("empty component"),
                 "." | ".." => return bad("dot component"),
                 _ if comp.len() > MAX_COMPONENT_BYTES => return bad("component too long"),
-                _ if i == 0 && comp == METADATA_DIR => return bad("inside the metadata folder"),
-                _ if comp.starts_with(PART_PREFIX) => return bad("temporary file name"),
+                _ if i == 0 && is_metadata_name(comp) => return bad("inside the metadata folder"),
+                _ if is_part_name(comp) => return bad("temporary file name"),
                 _ => {}
             }
         }
@@ -68,6 +73,11 @@ impl RelPath {
         let mut p = root.to_path_buf();
         p.extend(self.0.split('/'));
         p
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
     }
 
     /// The components before the file name.
@@ -100,8 +110,6 @@ mod tests {
             ("a/./b", "current inside"),
             ("/etc/passwd", "absolute"),
             ("//server/share", "UNC-ish"),
-            ("C:/Windows/system32", "drive letter"),
-            ("c:evil", "drive-relative"),
             ("a\\..\\b", "backslash"),
             ("a\0b", "NUL"),
             ("a//b", "empty component"),
@@ -109,12 +117,21 @@ mod tests {
             (".ssp/index.redb", "metadata folder"),
             (".ssp", "metadata folder itself"),
             ("dir/.ssp-part-0123", "temp file"),
+            (".SSP/index.redb", "metadata folder, upper case"),
+            (".Ssp/x", "metadata folder, mixed case"),
+            (".SSP", "metadata folder itself, upper case"),
+            ("x/.SSP-PART-1", "temp file, upper case"),
+            (".Ssp-Part-1", "temp file, mixed case, at the top"),
         ];
         for (path, why) in table {
             assert!(
                 RelPath::parse(path).is_err(),
                 "{why}: {path:?} was accepted"
             );
+        }
+        #[cfg(windows)]
+        for path in ["C:/Windows/system32", "c:evil"] {
+            assert!(RelPath::parse(path).is_err(), "drive letter: {path:?}");
         }
         assert!(RelPath::parse(&"a/".repeat(3000)).is_err(), "too long");
         assert!(
@@ -134,7 +151,18 @@ mod tests {
             "a..b",
             "...",
             "x/.sspx",
+            "sub/.SSP",
+            "x/.ssp-par",
         ] {
+            assert_eq!(RelPath::parse(path).unwrap().as_str(), path);
+        }
+    }
+
+    /// Drive letters mean something only on Windows: `a:b` is an ordinary name elsewhere.
+    #[cfg(not(windows))]
+    #[test]
+    fn colons_are_ordinary_characters_outside_windows() {
+        for path in ["a:b", "C:/Windows/system32", "c:evil", "x/y:z"] {
             assert_eq!(RelPath::parse(path).unwrap().as_str(), path);
         }
     }

@@ -1,15 +1,16 @@
 //! Scanning: walk a folder (never following symlinks), reuse cached hashes of unchanged files,
-//! hash the rest with BLAKE3, and refresh the cache in one commit.
+//! hash the rest with BLAKE3 from a descriptor opened beneath the root that must be the very
+//! file the walk saw, and refresh the cache in one commit.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 use walkdir::WalkDir;
 
-use super::{RelPath, METADATA_DIR, PART_PREFIX};
+use super::{is_part_name, Beneath, RelPath, METADATA_DIR};
 use crate::error::{Error, Result};
 use crate::index::{FileRecord, Hash, IndexStore, VersionVector};
 
@@ -25,16 +26,53 @@ pub struct ScanResult {
     /// Live files, sorted by path.
     pub files: Vec<FileRecord>,
     /// Leftover temp files of interrupted transfers (`.ssp-part-*`).
-    pub parts: Vec<PathBuf>,
+    pub parts: Vec<PartFile>,
     /// How many files had to be (re-)hashed.
     pub hashed: usize,
     /// Entries skipped (unreadable, non-UTF-8 or unacceptable names).
     pub skipped: usize,
 }
 
-/// BLAKE3 of a file's content.
+/// A temp file found by the scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartFile {
+    /// Path relative to the root, `/`-separated (its last component is a temp-file name).
+    pub rel: String,
+    /// Length in bytes when scanned.
+    pub len: u64,
+    /// A regular file with a single link: the only kind a transfer may resume (a planted hard
+    /// link to a file elsewhere must never be appended to).
+    pub resumable: bool,
+}
+
+/// BLAKE3 of the regular file at `path` (not following a final symlink, not blocking on a
+/// FIFO: both are errors).
 pub fn hash_file(path: &Path) -> io::Result<Hash> {
-    let mut file = File::open(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    hash_open(file)
+}
+
+/// BLAKE3 of `rel` under `beneath`, which must still be the regular file the walk saw (same
+/// device and inode): opened without following symlinks anywhere and without blocking, so a
+/// file swapped for a symlink, a FIFO or another file between walk and hash is refused.
+pub fn hash_file_beneath(beneath: &Beneath, rel: &RelPath, dev: u64, ino: u64) -> io::Result<Hash> {
+    let file = beneath.open_read(rel)?;
+    let md = file.metadata()?;
+    if !md.is_file() || md.dev() != dev || md.ino() != ino {
+        return Err(io::Error::other(
+            "replaced since the walk (no longer the regular file it found)",
+        ));
+    }
+    hash_open(file)
+}
+
+fn hash_open(mut file: File) -> io::Result<Hash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; HASH_BUFFER_BYTES];
     loop {
@@ -79,23 +117,26 @@ fn rel_string(root: &Path, path: &Path) -> Option<String> {
 enum Found {
     Known(FileRecord),
     ToHash {
-        rel: String,
-        path: PathBuf,
+        rel: RelPath,
         size: u64,
         mtime_ns: i64,
+        dev: u64,
         inode: u64,
-        executable: bool,
+        mode: u32,
     },
 }
 
-/// Hashes `paths` on up to [`MAX_HASHERS`] threads; results come back in the same order.
-fn hash_all(paths: &[&Path]) -> Vec<io::Result<Hash>> {
+/// Hashes `files` (path, device, inode) on up to [`MAX_HASHERS`] threads; results come back
+/// in the same order.
+fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result<Hash>> {
+    let hash = |&(rel, dev, ino): &(&RelPath, u64, u64)| hash_file_beneath(beneath, rel, dev, ino);
+    let paths = files;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_HASHERS)
         .min(paths.len());
     if threads <= 1 {
-        return paths.iter().map(|p| hash_file(p)).collect();
+        return paths.iter().map(hash).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<io::Result<Hash>>> = paths.iter().map(|_| None).collect();
@@ -107,7 +148,7 @@ fn hash_all(paths: &[&Path]) -> Vec<io::Result<Hash>> {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(path) = paths.get(i) else { break mine };
-                        mine.push((i, hash_file(path)));
+                        mine.push((i, hash(path)));
                     }
                 })
             })
@@ -129,6 +170,10 @@ fn hash_all(paths: &[&Path]) -> Vec<io::Result<Hash>> {
 /// Files that need hashing are hashed in parallel (see [`MAX_HASHERS`]).
 pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult> {
     check_folder(root)?;
+    let beneath = Beneath::new(root).map_err(|e| Error::Folder {
+        path: root.to_path_buf(),
+        reason: format!("cannot be opened: {e}"),
+    })?;
     let mut cache = match store.map(IndexStore::load) {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -162,15 +207,17 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             }
             continue;
         }
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(PART_PREFIX))
-        {
-            out.parts.push(entry.path().to_path_buf());
+        if entry.file_name().to_str().is_some_and(is_part_name) {
+            if let (Some(rel), Ok(md)) = (rel_string(root, entry.path()), entry.metadata()) {
+                out.parts.push(PartFile {
+                    rel,
+                    len: md.len(),
+                    resumable: md.is_file() && md.nlink() == 1,
+                });
+            }
             continue;
         }
-        let Some(rel) = rel_string(root, entry.path()).filter(|r| RelPath::parse(r).is_ok()) else {
+        let Some(rel) = rel_string(root, entry.path()).and_then(|r| RelPath::parse(&r).ok()) else {
             tracing::warn!("skipping {}: name cannot be synced", entry.path().display());
             out.skipped += 1;
             continue;
@@ -184,37 +231,41 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             }
         };
         let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
-        let executable = md.mode() & 0o111 != 0;
+        let mode = md.mode() & 0o777;
         let cached = cache
-            .remove(&rel)
+            .remove(rel.as_str())
             .filter(|c| !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode);
         found.push(match cached {
-            Some(c) if c.executable == executable => Found::Known(c),
+            Some(c) if c.mode == mode => Found::Known(c),
             Some(mut c) => {
-                c.executable = executable;
+                c.set_mode(mode);
                 changed.push(c.clone());
                 Found::Known(c)
             }
             None => Found::ToHash {
                 rel,
-                path: entry.into_path(),
                 size,
                 mtime_ns: mtime,
+                dev: md.dev(),
                 inode,
-                executable,
+                mode,
             },
         });
     }
-    let to_hash: Vec<&Path> = found
+    let to_hash: Vec<(&RelPath, u64, u64)> = found
         .iter()
         .filter_map(|f| match f {
-            Found::ToHash { path, .. } => Some(path.as_path()),
+            Found::ToHash {
+                rel, dev, inode, ..
+            } => Some((rel, *dev, *inode)),
             Found::Known(_) => None,
         })
         .collect();
-    let mut hashes = hash_all(&to_hash).into_iter();
+    let hashes = hash_all(&beneath, &to_hash);
+    drop(to_hash);
+    let mut hashes = hashes.into_iter();
     for f in found {
-        let (rel, size, mtime_ns, inode, executable) = match f {
+        let (rel, size, mtime_ns, inode, mode) = match f {
             Found::Known(rec) => {
                 out.files.push(rec);
                 continue;
@@ -224,9 +275,9 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
                 size,
                 mtime_ns,
                 inode,
-                executable,
+                mode,
                 ..
-            } => (rel, size, mtime_ns, inode, executable),
+            } => (rel.as_str().to_owned(), size, mtime_ns, inode, mode),
         };
         match hashes.next() {
             Some(Ok(hash)) => {
@@ -235,7 +286,8 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
                     path: rel,
                     size,
                     mtime_ns,
-                    executable,
+                    executable: mode & 0o111 != 0,
+                    mode,
                     hash,
                     inode,
                     deleted: false,

@@ -65,7 +65,12 @@ pub struct FileRecord {
     pub size: u64,
     /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Any execute bit set (what stores before `mode` kept).
     pub executable: bool,
+    /// Permission bits (`0o777`). 0 in records written before it existed: such a record looks
+    /// like a mode change, which only refreshes the record.
+    #[serde(default)]
+    pub mode: u32,
     pub hash: Hash,
     /// Inode number at hashing time: a same-size, same-mtime replacement still re-hashes.
     #[serde(default)]
@@ -86,6 +91,12 @@ impl VersionVector {
 }
 
 impl FileRecord {
+    /// Sets the permission bits and the executable flag that follows from them.
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode & 0o777;
+        self.executable = self.mode & 0o111 != 0;
+    }
+
     /// The wire form of this record.
     pub fn to_entry(&self) -> IndexEntry {
         IndexEntry {
@@ -93,6 +104,7 @@ impl FileRecord {
             size: self.size,
             mtime_ns: self.mtime_ns,
             executable: self.executable,
+            mode: Some(self.mode),
             hash: self.hash.to_hex(),
         }
     }

@@ -10,10 +10,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::FileRecord;
 use crate::error::{Error, IoContext, Result};
-use crate::fs::METADATA_DIR;
+use crate::fs::{Dir, Resolve, METADATA_DIR, METADATA_DIR_MODE};
 
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const STORE_FILE: &str = "index.redb";
+/// Mode of the store file: it lists every path and hash of the folder.
+pub const STORE_FILE_MODE: u32 = 0o600;
 
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
@@ -25,10 +27,29 @@ pub struct IndexStore {
 }
 
 impl IndexStore {
-    /// Opens (creating if needed) the store of the folder at `root`.
+    /// Opens (creating if needed) the store of the folder at `root`: `.ssp/` is made `0700` and
+    /// the store file `0600` (also when an older version left them wider). A symlink at
+    /// `.ssp` is refused, never followed.
     pub fn open(root: &Path) -> Result<IndexStore> {
         let dir = root.join(METADATA_DIR);
-        std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+        let what = || format!("creating {}", dir.display());
+        let meta = Dir::open_root(root)
+            .and_then(|r| r.create_dir_all(&[METADATA_DIR], Resolve::Walk, METADATA_DIR_MODE))
+            .context(what)?;
+        meta.set_mode(METADATA_DIR_MODE).context(what)?;
+        // redb would create the file 0644: create it first, exclusively and 0600.
+        match meta.create_new(STORE_FILE, STORE_FILE_MODE) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let file = meta.open_file(STORE_FILE, false).context(what)?;
+                if file.metadata().context(what)?.is_file() {
+                    use std::os::unix::fs::PermissionsExt;
+                    file.set_permissions(std::fs::Permissions::from_mode(STORE_FILE_MODE))
+                        .context(what)?;
+                }
+            }
+            Err(e) => return Err(Error::io(what(), e)),
+        }
         let db = Database::create(dir.join(STORE_FILE)).map_err(store_err)?;
         Ok(IndexStore { db })
     }
@@ -85,6 +106,7 @@ mod tests {
             size,
             mtime_ns: 1,
             executable: false,
+            mode: 0o644,
             hash: Hash([size as u8; 32]),
             inode: 9,
             deleted: false,
@@ -106,6 +128,30 @@ mod tests {
         let all = s.load().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all["a"], rec("a", 3));
+    }
+
+    /// `.ssp/` is 0700 and the store 0600, whether new or left wider by an older version.
+    #[test]
+    fn the_metadata_folder_is_0700_and_the_store_0600() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, file) = (dir.path().join(".ssp"), dir.path().join(".ssp/index.redb"));
+        drop(IndexStore::open(dir.path()).unwrap());
+        assert_eq!((mode(&meta), mode(&file)), (0o700, 0o600), "new");
+        std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(IndexStore::open(dir.path()).unwrap());
+        assert_eq!((mode(&meta), mode(&file)), (0o700, 0o600), "narrowed");
+    }
+
+    #[test]
+    fn a_symlink_at_the_metadata_folder_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(".ssp")).unwrap();
+        assert!(IndexStore::open(dir.path()).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -219,6 +219,7 @@ mod tests {
             size: content.len() as u64,
             mtime_ns: 1_732_640_000_000_000_000,
             executable: false,
+            mode: Some(0o644),
             hash: blake3::hash(content).to_hex().to_string(),
         };
         let request = |id, path: &str| {
@@ -249,7 +250,7 @@ mod tests {
                     entries: vec![entry("empty", b""), entry("hello.txt", b"hello\n")],
                     last: true,
                 }),
-                346,
+                368,
             ),
             (request(0, "empty"), 51),
             (request(1, "hello.txt"), 55),

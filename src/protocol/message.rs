@@ -74,10 +74,27 @@ pub struct IndexEntry {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Any execute bit set; kept for peers that predate `mode` (they ignore `mode`).
     #[serde(default)]
     pub executable: bool,
+    /// Permission bits (`0o777` of `st_mode`); absent from older peers, see
+    /// [`IndexEntry::permissions`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     /// BLAKE3 of the content, lowercase hex.
     pub hash: String,
+}
+
+impl IndexEntry {
+    /// The sender's permission bits, never more than `0o777` (setuid, setgid and sticky never
+    /// travel); from `executable` when an older peer sent no `mode`.
+    pub fn permissions(&self) -> u32 {
+        match self.mode {
+            Some(m) => m & 0o777,
+            None if self.executable => 0o755,
+            None => 0o644,
+        }
+    }
 }
 
 /// A batch of the server's index; `last` marks the final batch.
@@ -304,6 +321,7 @@ mod tests {
                 size: 3,
                 mtime_ns: -5,
                 executable: true,
+                mode: Some(0o750),
                 hash: "00".into(),
             }],
             last: true,

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -13,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::folder::Folder;
 use crate::error::{Error, Result};
-use crate::fs::{apply_metadata, ensure_parent_dirs, part_path, FinishError, PartWriter, RelPath};
+use crate::fs::{
+    local_mode, part_name, part_rel, umask, FinishError, PartWriter, RelPath, WriteRoot,
+};
 use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
 use crate::net::{remote_error, Connection};
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
@@ -52,8 +55,14 @@ struct Fetch {
     rel: RelPath,
     entry: IndexEntry,
     hash: Hash,
-    part: PathBuf,
+    /// Temp-file name, in the target's folder.
+    part: String,
+    /// The temp file relative to the root (as the scan reports parts).
+    part_rel: String,
+    /// For messages only: every write goes through descriptors, never this path.
     target: PathBuf,
+    /// Permission bits the file gets: the sender's, narrowed by our umask.
+    mode: u32,
 }
 
 enum WriteCmd {
@@ -152,14 +161,21 @@ pub(crate) async fn pull(
     };
     let remote = receive_index(conn).await?;
     let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
-    let parts: HashSet<PathBuf> = local.parts.into_iter().collect();
+    // Resumable temp files (regular, one link) and their lengths; the others are replaced.
+    let parts: HashMap<String, u64> = local
+        .parts
+        .iter()
+        .filter(|p| p.resumable)
+        .map(|p| (p.rel.clone(), p.len))
+        .collect();
+    let all_parts: HashSet<String> = local.parts.into_iter().map(|p| p.rel).collect();
     let local: HashMap<String, FileRecord> = local
         .files
         .into_iter()
         .map(|r| (r.path.clone(), r))
         .collect();
     let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
-    let plan = plan_pull(&entries, &local);
+    let plan = plan_pull(&entries, &local, umask());
     let mut outcome = PullOutcome {
         files_total: plan.fetch.len() as u64,
         bytes_total: plan.fetch.iter().map(|e| e.size).sum(),
@@ -179,18 +195,22 @@ pub(crate) async fn pull(
         .collect();
     let root = folder.root().to_path_buf();
 
-    // Same content, other metadata: fix in place.
+    // Same content, other metadata: fix in place, on descriptors (mode and mtime can never be
+    // applied through a folder swapped for a symlink).
     let mut records = Vec::new();
-    for e in &plan.touch {
-        let Some((rel, hash)) = by_path.get(e.path.as_str()) else {
-            continue;
-        };
-        match apply_metadata(&rel.under(&root), e.mtime_ns, e.executable) {
-            Ok(w) => {
-                outcome.touched += 1;
-                records.push(record(e, **hash, w.mtime_ns, w.inode));
+    if !plan.touch.is_empty() {
+        let mut writes = WriteRoot::open(&root)?;
+        for e in &plan.touch {
+            let Some((rel, hash)) = by_path.get(e.path.as_str()) else {
+                continue;
+            };
+            match writes.apply_metadata(rel, e.mtime_ns, local_mode(e.permissions())) {
+                Ok(w) => {
+                    outcome.touched += 1;
+                    records.push(record(e, **hash, &w));
+                }
+                Err(err) => outcome.failures.push((e.path.clone(), err.to_string())),
             }
-            Err(err) => outcome.failures.push((e.path.clone(), err.to_string())),
         }
     }
 
@@ -200,8 +220,10 @@ pub(crate) async fn pull(
         .filter_map(|entry| {
             let (rel, hash) = by_path.get(entry.path.as_str())?;
             Some(Fetch {
-                part: part_path(&root, rel, hash),
+                part: part_name(rel, hash),
+                part_rel: part_rel(rel, hash),
                 target: rel.under(&root),
+                mode: local_mode(entry.permissions()),
                 rel: (*rel).clone(),
                 hash: **hash,
                 entry,
@@ -218,12 +240,13 @@ pub(crate) async fn pull(
             ..Default::default()
         }));
     }
-    let wanted: HashSet<PathBuf> = fetches.iter().map(|f| f.part.clone()).collect();
-    let stale: Vec<PathBuf> = parts.difference(&wanted).cloned().collect();
+    let wanted: HashSet<String> = fetches.iter().map(|f| f.part_rel.clone()).collect();
+    let stale: Vec<String> = all_parts.difference(&wanted).cloned().collect();
+    let stale_root = root.clone();
     let (received, failures, bytes) =
         transfer(conn, fetches, &parts, root, chunk_size, &hooks).await?;
     if !stale.is_empty() {
-        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale)).await;
+        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale_root, &stale)).await;
     }
     outcome.files_received = received.len() as u64;
     outcome.bytes_received = bytes;
@@ -257,31 +280,31 @@ pub(crate) async fn pull(
 
 /// Deletes temp files left by interrupted syncs of content the server no longer offers (their
 /// name holds the content hash, so no later sync would resume them), once they are old enough.
-fn remove_stale_parts(parts: &[PathBuf]) {
-    let max_age = std::time::Duration::from_secs(STALE_PART_AGE_S);
+/// `parts` are relative to `root`; folders are opened without following symlinks.
+fn remove_stale_parts(root: &std::path::Path, parts: &[String]) {
+    let max_age = Duration::from_secs(STALE_PART_AGE_S);
+    let mut writes = match WriteRoot::open(root) {
+        Ok(w) => w,
+        Err(e) => return tracing::warn!("cannot remove stale temp files: {e}"),
+    };
     for part in parts {
-        let old = std::fs::symlink_metadata(part)
-            .and_then(|md| md.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= max_age);
-        if old {
-            match std::fs::remove_file(part) {
-                Ok(()) => tracing::info!("removed stale temp file {}", part.display()),
-                Err(e) => tracing::warn!("cannot remove stale temp file {}: {e}", part.display()),
-            }
+        match writes.remove_stale_part(part, max_age) {
+            Ok(true) => tracing::info!("removed stale temp file {part}"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot remove stale temp file {part}: {e}"),
         }
     }
 }
 
-fn record(e: &IndexEntry, hash: Hash, mtime_ns: i64, inode: u64) -> FileRecord {
+fn record(e: &IndexEntry, hash: Hash, written: &crate::fs::Written) -> FileRecord {
     FileRecord {
         path: e.path.clone(),
         size: e.size,
-        mtime_ns,
-        executable: e.executable,
+        mtime_ns: written.mtime_ns,
+        executable: written.mode & 0o111 != 0,
+        mode: written.mode,
         hash,
-        inode,
+        inode: written.inode,
         deleted: false,
         version: VersionVector::default(),
         blocks: Vec::new(),
@@ -293,7 +316,7 @@ type Transferred = (Vec<FileRecord>, Vec<(String, String)>, u64);
 async fn transfer(
     conn: &mut Connection,
     fetches: Vec<Fetch>,
-    parts: &HashSet<PathBuf>,
+    parts: &HashMap<String, u64>,
     root: PathBuf,
     chunk_size: usize,
     hooks: &PullHooks<'_>,
@@ -304,14 +327,12 @@ async fn transfer(
     }
     let total_bytes = fetches.iter().map(|f| f.entry.size).sum();
     let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
-    // Resume offsets: an intact prefix left by an interrupted sync.
+    // Resume offsets: an intact prefix left by an interrupted sync, in a temp file the scan
+    // found to be a regular file with one link (the writer checks again on its descriptor).
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
     for (i, f) in fetches.iter().enumerate() {
-        let offset = match parts
-            .contains(&f.part)
-            .then(|| std::fs::symlink_metadata(&f.part))
-        {
-            Some(Ok(md)) if md.is_file() && md.len() <= f.entry.size => md.len(),
+        let offset = match parts.get(&f.part_rel) {
+            Some(&len) if len <= f.entry.size => len,
             _ => 0,
         };
         if offset > 0 {
@@ -468,17 +489,26 @@ fn write_files(
     counters: &TransferCounters,
 ) {
     let mut slots: HashMap<u32, Slot> = HashMap::new();
-    let mut known_dirs = HashSet::new();
+    // Every write of this sync goes through descriptors opened from this one.
+    let mut writes = match WriteRoot::open(root) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = done.send(vec![FileDone {
+                id: 0,
+                outcome: Outcome::Abort(e),
+            }]);
+            return;
+        }
+    };
     while let Some(batch) = cmds.blocking_recv() {
         let mut finished = Vec::new();
         for cmd in batch {
             write_one(
                 cmd,
                 fetches,
-                root,
                 counters,
                 &mut slots,
-                &mut known_dirs,
+                &mut writes,
                 &mut finished,
             );
             if matches!(
@@ -504,10 +534,9 @@ fn write_files(
 fn write_one(
     cmd: WriteCmd,
     fetches: &[Fetch],
-    root: &std::path::Path,
     counters: &TransferCounters,
     slots: &mut HashMap<u32, Slot>,
-    known_dirs: &mut HashSet<PathBuf>,
+    writes: &mut WriteRoot,
     finished: &mut Vec<FileDone>,
 ) {
     match cmd {
@@ -527,7 +556,7 @@ fn write_one(
             };
             let slot = slots
                 .remove(&c.id)
-                .unwrap_or_else(|| open_slot(f, root, c.offset, known_dirs));
+                .unwrap_or_else(|| open_slot(f, writes, c.offset));
             let slot = match slot {
                 Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
                     Ok(()) => {
@@ -570,10 +599,8 @@ fn write_one(
                     ))
                 }
                 Slot::Writing(w) => {
-                    match w.finish(&f.hash, f.entry.mtime_ns, f.entry.executable, &f.target) {
-                        Ok(written) => {
-                            Outcome::Done(record(&f.entry, f.hash, written.mtime_ns, written.inode))
-                        }
+                    match w.finish(&f.hash, f.entry.mtime_ns, f.mode, f.rel.file_name()) {
+                        Ok(written) => Outcome::Done(record(&f.entry, f.hash, &written)),
                         // Fetched again once from zero; a second mismatch is reported as a failure.
                         Err(FinishError::HashMismatch) => Outcome::Retry,
                         Err(FinishError::Other(e)) => failure(e, f),
@@ -589,14 +616,15 @@ fn write_one(
     }
 }
 
-fn open_slot(f: &Fetch, root: &std::path::Path, offset: u64, known: &mut HashSet<PathBuf>) -> Slot {
-    if let Err(e) = ensure_parent_dirs(root, &f.rel, known) {
-        return Slot::Skipping(failure(e, f));
-    }
+fn open_slot(f: &Fetch, writes: &mut WriteRoot, offset: u64) -> Slot {
+    let dir = match writes.parent(&f.rel, true) {
+        Ok(d) => d,
+        Err(e) => return Slot::Skipping(failure(e, f)),
+    };
     let opened = if offset == 0 {
-        PartWriter::create(&f.part).map(Some)
+        PartWriter::create(dir, &f.part).map(Some)
     } else {
-        PartWriter::resume(&f.part, offset)
+        PartWriter::resume(dir, &f.part, offset)
     };
     match opened {
         Ok(Some(w)) => Slot::Writing(Box::new(w)),

@@ -1,0 +1,300 @@
+//! Folder descriptors: handles on folders reached from the sync root without any symlink, and
+//! the `*at` calls (mkdir, exclusive create, open, rename, unlink, stat) relative to them.
+//!
+//! A descriptor stays bound to the folder it opened: once a `Dir` is held, swapping its path
+//! for a symlink (or a file) cannot redirect what is done through it. Every component of a path
+//! is resolved with `O_NOFOLLOW`, either by the kernel in one `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` call (Linux ≥ 5.6) or component by component with
+//! `openat(O_DIRECTORY | O_NOFOLLOW)` (macOS, older kernels, sandboxes that refuse `openat2`).
+//!
+//! Plain `libc` rather than `rustix`: the crate already uses it for the read side
+//! (`beneath.rs`), the calls are few and each wrapper below is a handful of lines with its
+//! safety argument, and it keeps the dependency tree (and `Cargo.lock`) unchanged.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// How paths below a `Dir` are resolved. Both refuse symlinks in every component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel has it, else `Walk`.
+    Kernel,
+    /// Always component by component with `openat(O_DIRECTORY | O_NOFOLLOW)` (the portable
+    /// path; tests force it so it is exercised on Linux too).
+    Walk,
+}
+
+#[cfg(target_os = "linux")]
+static OPENAT2_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// Flags of every folder open: read-only (portable: `O_PATH` is Linux-only), never a symlink.
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+/// A single path component: no `/`, not empty, not `.` or `..`.
+fn component(name: &str) -> io::Result<CString> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a single path component: {name:?}"),
+        ));
+    }
+    cstring(name.as_bytes())
+}
+
+/// `openat(dir, name, flags, mode)` as an owned descriptor.
+fn openat(dir: RawFd, name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string; the returned descriptor is ours.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// What `fstatat(AT_SYMLINK_NOFOLLOW)` says about a name in a folder.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryStat {
+    /// A regular file (not a symlink, folder, FIFO, ...).
+    pub is_file: bool,
+    pub len: u64,
+    pub nlink: u64,
+    pub mtime_s: i64,
+}
+
+/// A folder reached without symlinks (or the sync root, which the user chose).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+impl Dir {
+    /// Opens the sync root itself. It may be reached through symlinks: the user chose it.
+    pub fn open_root(root: &Path) -> io::Result<Dir> {
+        let path = cstring(root.as_os_str().as_bytes())?;
+        let fd = openat(libc::AT_FDCWD, &path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Ok(Dir { fd })
+    }
+
+    /// Another handle on the same folder.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Opens the child folder `name` (ELOOP or ENOTDIR if it is a symlink or not a folder).
+    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
+        let fd = openat(self.raw(), &component(name)?, DIR_FLAGS, 0)?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens the folder `parts` below this one, refusing symlinks in every component.
+    pub fn open_path(&self, parts: &[&str], resolve: Resolve) -> io::Result<Dir> {
+        if parts.is_empty() {
+            return self.try_clone();
+        }
+        #[cfg(target_os = "linux")]
+        if resolve == Resolve::Kernel && !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
+            for p in parts {
+                component(p)?;
+            }
+            let joined = cstring(parts.join("/").as_bytes())?;
+            match self.openat2(&joined, DIR_FLAGS) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
+                }
+                other => return other.map(|fd| Dir { fd }),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = resolve;
+        let mut dir = self.open_dir(parts[0])?;
+        for p in &parts[1..] {
+            dir = dir.open_dir(p)?;
+        }
+        Ok(dir)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn openat2(&self, name: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
+        // SAFETY: `open_how` is plain data; all-zero is a valid value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.resolve =
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid descriptor, NUL-terminated path and a correctly sized `open_how`.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.raw(),
+                name.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a new descriptor that nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// Opens (creating what is missing with `mkdirat(mode)`, masked by the umask) the folder
+    /// `parts` below this one. A symlink or a file in the way is an error, never followed.
+    pub fn create_dir_all(&self, parts: &[&str], resolve: Resolve, mode: u32) -> io::Result<Dir> {
+        match self.open_path(parts, resolve) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+        let mut dir = self.try_clone()?;
+        for p in parts {
+            dir = match dir.open_dir(p) {
+                Ok(d) => d,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    dir.mkdir(p, mode)?;
+                    dir.open_dir(p)?
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// `mkdirat(name, mode)`; an existing entry is fine (the open that follows checks it).
+    pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<()> {
+        let c = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        match check(unsafe { libc::mkdirat(self.raw(), c.as_ptr(), mode as libc::mode_t) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Creates `name` exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`: fails if anything, even a
+    /// dangling symlink or a hard link, is already there), read-write, with exactly `mode`.
+    pub fn create_new(&self, name: &str, mode: u32) -> io::Result<File> {
+        let fd = openat(
+            self.raw(),
+            &component(name)?,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            mode,
+        )?;
+        let file = File::from(fd);
+        // The umask may have narrowed `mode` further; make it exactly what was asked.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        Ok(file)
+    }
+
+    /// Opens the existing `name` without following a symlink (ELOOP) and without blocking on a
+    /// FIFO or device; callers `fstat` the result before trusting it.
+    pub fn open_file(&self, name: &str, write: bool) -> io::Result<File> {
+        let access = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        let fd = openat(
+            self.raw(),
+            &component(name)?,
+            access | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        )?;
+        let file = File::from(fd);
+        // Regular files ignore O_NONBLOCK, but clear it so nothing downstream sees EAGAIN.
+        // SAFETY: valid descriptor; F_SETFL with plain flags.
+        check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, access) })?;
+        Ok(file)
+    }
+
+    /// `renameat(self, from, self, to)`: atomic within this folder.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::renameat(self.raw(), f.as_ptr(), self.raw(), t.as_ptr()) })
+    }
+
+    /// `unlinkat(self, name, 0)`: removes a name (a hard link's other names are untouched).
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        let c = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), 0) })
+    }
+
+    /// `fstatat(self, name, AT_SYMLINK_NOFOLLOW)`.
+    pub fn stat(&self, name: &str) -> io::Result<EntryStat> {
+        let c = component(name)?;
+        // SAFETY: `stat` is plain data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name and a valid out-pointer.
+        check(unsafe {
+            libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
+        })?;
+        Ok(EntryStat {
+            is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            len: st.st_size as u64,
+            nlink: st.st_nlink as u64,
+            mtime_s: st.st_mtime as i64,
+        })
+    }
+
+    /// Sets this folder's permission bits (`fchmod` on the descriptor).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fchmod(self.raw(), mode as libc::mode_t) })
+    }
+}
+
+/// The process umask, read once. Files we create get `source mode & !umask`, as `open(2)`
+/// would give them, even though we set modes with `fchmod` (which ignores the umask).
+pub fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // Linux ≥ 4.7 reports it without changing it (no window for other threads).
+        #[cfg(target_os = "linux")]
+        if let Some(m) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+        {
+            return m & 0o777;
+        }
+        // Elsewhere read it by setting it: the probe value is restrictive, so a file another
+        // thread creates in that instant comes out narrower, never wider.
+        // SAFETY: umask(2) cannot fail.
+        let old = unsafe { libc::umask(0o077) };
+        // SAFETY: as above; restores the value read.
+        unsafe { libc::umask(old) };
+        old as u32 & 0o777
+    })
+}
