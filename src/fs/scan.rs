@@ -388,6 +388,59 @@ mod tests {
         }
     }
 
+    /// Between walk and hash, `f` is replaced by a symlink to a file outside, a FIFO, or
+    /// another regular file: the hash is refused (never blocks, never hashes the outside file).
+    #[test]
+    fn a_file_swapped_after_the_walk_is_not_hashed() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let secret = base.path().join("secret");
+        std::fs::write(&secret, b"outside").unwrap();
+        let f = root.join("f");
+        let beneath = Beneath::new(&root).unwrap();
+        let rel = RelPath::parse("f").unwrap();
+        type Swap = fn(&Path, &Path);
+        let table: &[(&str, Swap)] = &[
+            ("symlink", |f, secret| std::os::unix::fs::symlink(secret, f).unwrap()),
+            ("fifo", |f, _| {
+                let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }),
+            ("other file", |f, _| std::fs::write(f, b"inside").unwrap()),
+            ("hard link to outside", |f, secret| std::fs::hard_link(secret, f).unwrap()),
+        ];
+        for (case, swap) in table {
+            std::fs::write(&f, b"inside").unwrap();
+            let md = std::fs::symlink_metadata(&f).unwrap();
+            let (dev, ino) = (md.dev(), md.ino());
+            assert!(hash_file_beneath(&beneath, &rel, dev, ino).is_ok(), "{case}: baseline");
+            // Keep the walked inode alive, so the file system cannot hand its number out again.
+            let keep = base.path().join("keep");
+            std::fs::rename(&f, &keep).unwrap();
+            swap(&f, &secret);
+            // A blocking open of the FIFO would hang here: the test thread would never return.
+            assert!(hash_file_beneath(&beneath, &rel, dev, ino).is_err(), "{case}");
+            assert!(hash_file(&f).is_err() || *case != "fifo", "{case}: hash_file");
+            std::fs::remove_file(&f).unwrap();
+            std::fs::remove_file(&keep).unwrap();
+        }
+        for special in ["fifo", "link"] {
+            let p = root.join(special);
+            if special == "fifo" {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            } else {
+                std::os::unix::fs::symlink(&secret, &p).unwrap();
+            }
+            assert!(hash_file(&p).is_err(), "hash_file opened a {special}");
+        }
+        let scan = scan_folder(&root, None).unwrap();
+        assert!(scan.files.is_empty(), "a FIFO and a symlink are not listed");
+    }
+
     #[test]
     fn missing_folder_and_file_as_folder_are_folder_errors() {
         let dir = tempfile::tempdir().unwrap();
