@@ -40,7 +40,12 @@ async fn permission_bits_travel_and_never_widen() {
     }
     let server = Running::start(src.path()).await;
     let dst = tempfile::tempdir().unwrap();
-    let client = Client::new(ClientConfig::new(SECRET, dst.path(), "127.0.0.1", server.port));
+    let client = Client::new(ClientConfig::new(
+        SECRET,
+        dst.path(),
+        "127.0.0.1",
+        server.port,
+    ));
     let stats = client.sync(None).await.unwrap();
     assert_eq!(stats.files_received, table.len() as u64);
     let umask = ssp::fs::umask();
@@ -60,7 +65,11 @@ async fn permission_bits_travel_and_never_widen() {
     assert_eq!(mode(&dst.path().join("private")), 0o640 & !umask);
     assert_eq!(mode(&dst.path().join("script")), 0o700 & !umask);
     let stats = client.sync(None).await.unwrap();
-    assert_eq!(stats.files_unchanged, table.len() as u64, "and then settled");
+    assert_eq!(
+        stats.files_unchanged,
+        table.len() as u64,
+        "and then settled"
+    );
     client.disconnect(None).await;
     server.stop().await;
 }

@@ -402,27 +402,40 @@ mod tests {
         let rel = RelPath::parse("f").unwrap();
         type Swap = fn(&Path, &Path);
         let table: &[(&str, Swap)] = &[
-            ("symlink", |f, secret| std::os::unix::fs::symlink(secret, f).unwrap()),
+            ("symlink", |f, secret| {
+                std::os::unix::fs::symlink(secret, f).unwrap()
+            }),
             ("fifo", |f, _| {
                 let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
                 // SAFETY: valid NUL-terminated path.
                 assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
             }),
             ("other file", |f, _| std::fs::write(f, b"inside").unwrap()),
-            ("hard link to outside", |f, secret| std::fs::hard_link(secret, f).unwrap()),
+            ("hard link to outside", |f, secret| {
+                std::fs::hard_link(secret, f).unwrap()
+            }),
         ];
         for (case, swap) in table {
             std::fs::write(&f, b"inside").unwrap();
             let md = std::fs::symlink_metadata(&f).unwrap();
             let (dev, ino) = (md.dev(), md.ino());
-            assert!(hash_file_beneath(&beneath, &rel, dev, ino).is_ok(), "{case}: baseline");
+            assert!(
+                hash_file_beneath(&beneath, &rel, dev, ino).is_ok(),
+                "{case}: baseline"
+            );
             // Keep the walked inode alive, so the file system cannot hand its number out again.
             let keep = base.path().join("keep");
             std::fs::rename(&f, &keep).unwrap();
             swap(&f, &secret);
             // A blocking open of the FIFO would hang here: the test thread would never return.
-            assert!(hash_file_beneath(&beneath, &rel, dev, ino).is_err(), "{case}");
-            assert!(hash_file(&f).is_err() || *case != "fifo", "{case}: hash_file");
+            assert!(
+                hash_file_beneath(&beneath, &rel, dev, ino).is_err(),
+                "{case}"
+            );
+            assert!(
+                hash_file(&f).is_err() || *case != "fifo",
+                "{case}: hash_file"
+            );
             std::fs::remove_file(&f).unwrap();
             std::fs::remove_file(&keep).unwrap();
         }

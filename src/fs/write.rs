@@ -57,17 +57,20 @@ pub fn local_mode(source_mode: u32) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
     /// The parent folder is open; the temp file is not created yet.
-    BeforeCreate,
+    ParentOpen,
     /// The temp file is verified and has its metadata; the rename is next.
-    BeforeRename,
+    Verified,
     /// A metadata-only fix: the parent is open, the file not yet.
-    BeforeTouch,
+    TouchParentOpen,
 }
+
+/// A test's callback at each [`Stage`] (per thread, so parallel tests do not meet).
+#[cfg(test)]
+type Hook = Option<Box<dyn FnMut(Stage)>>;
 
 #[cfg(test)]
 thread_local! {
-    pub(crate) static HOOK: std::cell::RefCell<Option<Box<dyn FnMut(Stage)>>> =
-        const { std::cell::RefCell::new(None) };
+    pub(crate) static HOOK: std::cell::RefCell<Hook> = const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(test)]
@@ -193,7 +196,7 @@ impl WriteRoot {
     /// without following symlinks, through folders opened the same way).
     pub fn apply_metadata(&mut self, rel: &RelPath, mtime_ns: i64, mode: u32) -> Result<Written> {
         let dir = self.parent(rel, false)?;
-        hook(Stage::BeforeTouch);
+        hook(Stage::TouchParentOpen);
         let (_, name) = split_parent(rel.as_str());
         let file = dir
             .open_file(name, false)
@@ -242,7 +245,7 @@ impl PartWriter {
     /// Creates the temp file `name` in `dir`, exclusively and `0600`. Whatever was at that
     /// name (a planted hard link or symlink, a stale part) is unlinked first, never written.
     pub fn create(dir: Arc<Dir>, name: &str) -> Result<PartWriter> {
-        hook(Stage::BeforeCreate);
+        hook(Stage::ParentOpen);
         let file = match dir.create_new(name, PART_MODE) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 dir.unlink(name)
@@ -339,7 +342,7 @@ impl PartWriter {
         }
         let result = (|| {
             let written = set_metadata(&self.file, target, mtime_ns, mode)?;
-            hook(Stage::BeforeRename);
+            hook(Stage::Verified);
             // rename(2) never replaces a folder with a file: EISDIR (or ENOTEMPTY/EEXIST).
             match self.dir.rename(&self.name, target) {
                 Ok(()) => Ok(written),
@@ -427,9 +430,9 @@ mod tests {
         let table: &[(Option<Stage>, &str)] = &[
             (None, "write"),
             (None, "touch"),
-            (Some(Stage::BeforeCreate), "write"),
-            (Some(Stage::BeforeRename), "write"),
-            (Some(Stage::BeforeTouch), "touch"),
+            (Some(Stage::ParentOpen), "write"),
+            (Some(Stage::Verified), "write"),
+            (Some(Stage::TouchParentOpen), "touch"),
         ];
         for resolve in BOTH {
             for &(stage, action) in table {
@@ -575,7 +578,7 @@ mod tests {
         let seen = std::rc::Rc::new(std::cell::Cell::new(0));
         let (seen2, part2) = (std::rc::Rc::clone(&seen), part.clone());
         set_hook(move |s| {
-            if s == Stage::BeforeRename {
+            if s == Stage::Verified {
                 seen2.set(snapshot(&part2).0)
             }
         });
