@@ -88,8 +88,10 @@ async fn hostile_server_paths_are_refused_and_nothing_escapes() {
         ("../escape", "parent directory"),
         ("sub/../../escape", "parent inside"),
         ("/tmp/ssp-absolute-escape", "absolute path"),
-        ("C:/escape", "drive path"),
+        // `C:/escape` is an ordinary name outside Windows (tests/writes.rs syncs it).
         (".ssp/index.redb", "metadata folder"),
+        (".SSP/index.redb", "metadata folder, upper case"),
+        ("x/.SSP-PART-1", "temp file name, upper case"),
         ("a\\..\\escape", "backslash"),
     ];
     for (path, why) in table {
