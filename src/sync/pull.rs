@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -18,7 +19,8 @@ use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
 use crate::net::{remote_error, Connection};
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
-    ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest,
+    peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
+    SyncComplete, SyncRequest, INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
 /// Files requested ahead of the one being received. Requests go out in batches: once half the
@@ -75,6 +77,50 @@ struct FileDone {
     outcome: Outcome,
 }
 
+/// Bounds on what the server may send in one pull (from the client's config).
+#[derive(Debug, Clone)]
+pub(crate) struct PullLimits {
+    pub max_index_entries: usize,
+    pub max_index_path_bytes: usize,
+    pub progress_timeout: Duration,
+}
+
+impl From<&super::PeerConfig> for PullLimits {
+    fn from(c: &super::PeerConfig) -> Self {
+        Self {
+            max_index_entries: c.max_index_entries,
+            max_index_path_bytes: c.max_index_path_bytes,
+            progress_timeout: c.progress_timeout,
+        }
+    }
+}
+
+/// The error for a server that sent nothing for `limit` while we waited for `what`.
+fn silent_server(limit: Duration, what: &str) -> Error {
+    Error::ConnectionLost(format!(
+        "the server sent nothing for {} s while we waited for {what}; it may be stuck \
+         (ClientConfig.progress_timeout sets how long to wait)",
+        limit.as_secs_f64()
+    ))
+}
+
+/// Receives the next message, failing if the server sends nothing for `limit`.
+async fn recv_within(conn: &mut Connection, limit: Duration, what: &str) -> Result<Message> {
+    match tokio::time::timeout(limit, conn.recv()).await {
+        Ok(m) => m,
+        Err(_) => Err(silent_server(limit, what)),
+    }
+}
+
+/// Sends one message, failing if the server does not take it within `limit` (a server that
+/// stops reading would otherwise block us once the socket buffers are full).
+async fn send_within(conn: &mut Connection, limit: Duration, msg: Message) -> Result<()> {
+    match tokio::time::timeout(limit, conn.send(msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(silent_server(limit, "it to read our requests")),
+    }
+}
+
 /// Progress and cancellation plumbing for one pull.
 pub(crate) struct PullHooks<'a> {
     pub events: Option<&'a EventSink>,
@@ -92,12 +138,18 @@ async fn fail_peer(conn: &mut Connection, e: Error) -> Error {
     e
 }
 
-/// Receives and validates the whole index. Anything hostile aborts the sync before any write.
-async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
+/// Receives and validates the whole index. Anything hostile aborts the sync before any write;
+/// every batch is checked against the limits before it is kept, so memory stays bounded by
+/// them whatever the server sends.
+async fn receive_index(
+    conn: &mut Connection,
+    limits: &PullLimits,
+) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
+    let mut tally = IndexTally::default();
     loop {
-        let batch = match conn.recv().await? {
+        let batch = match recv_within(conn, limits.progress_timeout, "the index").await? {
             Message::FileIndex(b) => b,
             Message::Heartbeat => continue,
             m => {
@@ -108,19 +160,24 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
                 .await)
             }
         };
+        if let Err(why) = tally.add(&batch.entries, limits) {
+            return Err(fail_peer(conn, Error::protocol(why)).await);
+        }
         for entry in batch.entries {
             let rel = match RelPath::parse(&entry.path) {
                 Ok(r) => r,
                 Err(e) => {
+                    let e = sanitize_error(e);
                     tracing::warn!("server offered a hostile path: {e}");
                     return Err(fail_peer(conn, e).await);
                 }
             };
+            let shown = peer_text(rel.as_str());
             let Some(hash) = Hash::from_hex(&entry.hash) else {
-                return Err(fail_peer(conn, Error::protocol(format!("bad hash for {rel}"))).await);
+                return Err(fail_peer(conn, Error::protocol(format!("bad hash for {shown}"))).await);
             };
             if !seen.insert(entry.path.clone()) {
-                return Err(fail_peer(conn, Error::protocol(format!("{rel} listed twice"))).await);
+                return Err(fail_peer(conn, Error::protocol(format!("{shown} listed twice"))).await);
             }
             // Planning compares hex strings: keep ours canonical whatever case the peer used.
             let entry = IndexEntry {
@@ -135,22 +192,105 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
     }
 }
 
+/// What the index received so far adds up to.
+#[derive(Debug, Default)]
+struct IndexTally {
+    entries: usize,
+    path_bytes: usize,
+    size_bytes: u64,
+}
+
+impl IndexTally {
+    /// Counts one FILE_INDEX batch, or says which limit it breaks (before anything of it is
+    /// kept): the batch size of the protocol, the client's caps on entries and path bytes, and
+    /// the sum of the announced sizes, which must fit in 64 bits.
+    fn add(&mut self, batch: &[IndexEntry], limits: &PullLimits) -> Result<(), String> {
+        if batch.len() > INDEX_BATCH_ENTRIES {
+            return Err(format!(
+                "a FILE_INDEX batch of {} entries (the protocol allows at most {INDEX_BATCH_ENTRIES})",
+                batch.len()
+            ));
+        }
+        let entries = self.entries.saturating_add(batch.len());
+        if entries > limits.max_index_entries {
+            return Err(format!(
+                "the server's index has more than {} entries, this client's limit \
+                 (raise ClientConfig.max_index_entries to sync a bigger folder)",
+                limits.max_index_entries
+            ));
+        }
+        let path_bytes = batch
+            .iter()
+            .fold(self.path_bytes, |sum, e| sum.saturating_add(e.path.len()));
+        if path_bytes > limits.max_index_path_bytes {
+            return Err(format!(
+                "the paths in the server's index add up to more than {} bytes, this client's \
+                 limit (raise ClientConfig.max_index_path_bytes to sync a bigger folder)",
+                limits.max_index_path_bytes
+            ));
+        }
+        let size_bytes = batch
+            .iter()
+            .try_fold(self.size_bytes, |sum, e| sum.checked_add(e.size))
+            .ok_or("the file sizes in the server's index add up to more than 2^64 bytes")?;
+        *self = IndexTally {
+            entries,
+            path_bytes,
+            size_bytes,
+        };
+        Ok(())
+    }
+}
+
+/// Whether `rel` can be created under a root of `root_bytes` bytes: not deeper than
+/// [`MAX_PATH_DEPTH`], and the file, and the temp file beside it, within the local path limit.
+/// Checked before the first folder of it is made, so a path that cannot be written creates
+/// nothing.
+fn fits_locally(root_bytes: usize, rel: &RelPath) -> Result<(), String> {
+    let s = rel.as_str();
+    let depth = s.split('/').count();
+    if depth > MAX_PATH_DEPTH {
+        return Err(format!(
+            "{depth} folders deep (this client creates at most {MAX_PATH_DEPTH})"
+        ));
+    }
+    let name = s.rsplit('/').next().map_or(0, str::len);
+    // root + '/' + rel, with the file name replaced by a temp name if that is longer, + NUL.
+    let longest = root_bytes + 1 + s.len() - name + name.max(TEMP_NAME_BYTES_MAX) + 1;
+    if longest > MAX_LOCAL_PATH_BYTES {
+        return Err(format!(
+            "path too long for this folder ({longest} bytes with the folder's path and a temp \
+             name; the system allows {MAX_LOCAL_PATH_BYTES})"
+        ));
+    }
+    Ok(())
+}
+
+/// Room kept for the temp file's name next to a file (`fs::part_path` makes 51 bytes).
+const TEMP_NAME_BYTES_MAX: usize = 64;
+
 /// Runs one pull over an authenticated connection.
 pub(crate) async fn pull(
     conn: &mut Connection,
     folder: Arc<Folder>,
     chunk_size: usize,
+    limits: &PullLimits,
     hooks: PullHooks<'_>,
 ) -> Result<PullOutcome> {
-    conn.send(Message::SyncRequest(SyncRequest {
-        mode: "pull".into(),
-    }))
+    let patience = limits.progress_timeout;
+    send_within(
+        conn,
+        patience,
+        Message::SyncRequest(SyncRequest {
+            mode: "pull".into(),
+        }),
+    )
     .await?;
     let scan = {
         let f = Arc::clone(&folder);
         tokio::task::spawn_blocking(move || f.scan())
     };
-    let remote = receive_index(conn).await?;
+    let remote = receive_index(conn, limits).await?;
     let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
     let parts: HashSet<PathBuf> = local.parts.into_iter().collect();
     let local: HashMap<String, FileRecord> = local
@@ -159,10 +299,14 @@ pub(crate) async fn pull(
         .map(|r| (r.path.clone(), r))
         .collect();
     let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
-    let plan = plan_pull(&entries, &local);
+    let mut plan = plan_pull(&entries, &local);
     let mut outcome = PullOutcome {
         files_total: plan.fetch.len() as u64,
-        bytes_total: plan.fetch.iter().map(|e| e.size).sum(),
+        // The index's sizes were summed with checks as it arrived; these are a subset.
+        bytes_total: plan
+            .fetch
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size)),
         unchanged: plan.unchanged as u64,
         ..Default::default()
     };
@@ -177,6 +321,21 @@ pub(crate) async fn pull(
         .iter()
         .map(|(r, h, e)| (e.path.as_str(), (r, h)))
         .collect();
+    // Files this folder cannot hold fail alone, before any folder of theirs is created.
+    let root_bytes = folder.root().as_os_str().len();
+    plan.fetch.retain(|e| {
+        let fits = by_path
+            .get(e.path.as_str())
+            .map(|(rel, _)| fits_locally(root_bytes, rel));
+        match fits {
+            Some(Err(why)) => {
+                tracing::warn!("{}: {why}", peer_text(&e.path));
+                outcome.failures.push((e.path.clone(), why));
+                false
+            }
+            _ => true,
+        }
+    });
     let root = folder.root().to_path_buf();
 
     // Same content, other metadata: fix in place.
@@ -221,7 +380,7 @@ pub(crate) async fn pull(
     let wanted: HashSet<PathBuf> = fetches.iter().map(|f| f.part.clone()).collect();
     let stale: Vec<PathBuf> = parts.difference(&wanted).cloned().collect();
     let (received, failures, bytes) =
-        transfer(conn, fetches, &parts, root, chunk_size, &hooks).await?;
+        transfer(conn, fetches, &parts, root, chunk_size, patience, &hooks).await?;
     if !stale.is_empty() {
         let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale)).await;
     }
@@ -234,14 +393,14 @@ pub(crate) async fn pull(
         let recs = records;
         let _ = tokio::task::spawn_blocking(move || f.remember(&recs)).await;
     }
-    conn.send(Message::SyncComplete(SyncComplete {
+    let complete = Message::SyncComplete(SyncComplete {
         files: outcome.files_received,
         bytes: outcome.bytes_received,
         failed: outcome.failures.len() as u64,
-    }))
-    .await?;
+    });
+    send_within(conn, patience, complete).await?;
     loop {
-        match conn.recv().await? {
+        match recv_within(conn, patience, "ACK").await? {
             Message::Ack => break,
             Message::Heartbeat => {}
             m => {
@@ -296,13 +455,17 @@ async fn transfer(
     parts: &HashSet<PathBuf>,
     root: PathBuf,
     chunk_size: usize,
+    patience: Duration,
     hooks: &PullHooks<'_>,
 ) -> Result<Transferred> {
     if fetches.is_empty() {
         emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
         return Ok((Vec::new(), Vec::new(), 0));
     }
-    let total_bytes = fetches.iter().map(|f| f.entry.size).sum();
+    // Summed with checks when the index arrived; this is a subset of it.
+    let total_bytes = fetches
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(f.entry.size));
     let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
     // Resume offsets: an intact prefix left by an interrupted sync.
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
@@ -320,6 +483,9 @@ async fn transfer(
         }
         queue.push_back((i as u32, offset));
     }
+    // Before the first request: what is still to come must fit on the disk.
+    let resumed = counters.bytes_done.load(Ordering::Relaxed);
+    ensure_room(&root, total_bytes.saturating_sub(resumed), free_bytes(&root))?;
     let fetches = Arc::new(fetches);
     let (cmd_tx, cmd_rx) = mpsc::channel::<Vec<WriteCmd>>(WRITE_QUEUE);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<FileDone>>();
@@ -351,13 +517,18 @@ async fn transfer(
     let result: Result<()> = async {
         loop {
             if inflight.len() <= WINDOW_FILES / 2 && !queue.is_empty() {
-                while inflight.len() < WINDOW_FILES {
-                    let Some((id, offset)) = queue.pop_front() else { break };
-                    let path = fetches[id as usize].entry.path.clone();
-                    conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
-                    inflight.insert(id, Some(offset));
-                }
-                conn.writer.flush().await?;
+                let top_up = async {
+                    while inflight.len() < WINDOW_FILES {
+                        let Some((id, offset)) = queue.pop_front() else { break };
+                        let path = fetches[id as usize].entry.path.clone();
+                        conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
+                        inflight.insert(id, Some(offset));
+                    }
+                    conn.writer.flush().await
+                };
+                tokio::time::timeout(patience, top_up)
+                    .await
+                    .map_err(|_| silent_server(patience, "it to read our requests"))??;
             }
             hooks.pending.store((inflight.len() + queue.len()) as u64, Ordering::Relaxed);
             if inflight.is_empty() && queue.is_empty() {
@@ -366,6 +537,9 @@ async fn transfer(
             tokio::select! {
                 biased;
                 _ = hooks.cancel.cancelled() => return Err(Error::Cancelled),
+                // Restarted by every frame and every finished file: only a server that sends
+                // nothing at all while we wait for it gets here.
+                _ = tokio::time::sleep(patience) => return Err(silent_server(patience, "file data")),
                 Some(batch) = done_rx.recv() => {
                     for done in batch {
                         inflight.remove(&done.id);
@@ -378,7 +552,7 @@ async fn transfer(
                                 "content did not match its hash (changed on the server during the sync?)".into(),
                             )),
                             Outcome::Failed(reason) => {
-                                tracing::warn!("{path}: {reason}");
+                                tracing::warn!("{}: {}", peer_text(path), peer_text(&reason));
                                 failures.push((path.clone(), reason));
                             }
                             Outcome::Abort(e) => return Err(e),
@@ -396,13 +570,13 @@ async fn transfer(
                                 };
                                 let f = &fetches[c.id as usize];
                                 if let Err(why) = accept_chunk(expected, c.offset, c.data.len(), c.last, f.entry.size) {
-                                    return Err(Error::protocol(format!("{}: {why}", f.rel)));
+                                    return Err(Error::protocol(format!("{}: {why}", peer_text(f.rel.as_str()))));
                                 }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
                             }
                             Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains_key(&id) => {
-                                batch.push(WriteCmd::Fail { id, reason: format!("server: {message}") });
+                                batch.push(WriteCmd::Fail { id, reason: format!("server: {}", peer_text(&message)) });
                             }
                             Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
                             Some(Ok(Message::Heartbeat)) => {}
@@ -445,6 +619,69 @@ async fn transfer(
     emit_final(hooks, &counters);
     let bytes = counters.bytes_done.load(Ordering::Relaxed);
     Ok((received, failures, bytes))
+}
+
+/// Bytes that unprivileged writes can still use on the file system holding `root`
+/// (`f_bavail * f_frsize`), or `None` where that cannot be told (then nothing is checked).
+fn free_bytes(root: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a NUL-terminated path and `st` is writable memory of the right size.
+        if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+            tracing::debug!(
+                "cannot tell the free space of {}: {}",
+                root.display(),
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: statvfs succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = root;
+        None
+    }
+}
+
+/// Fails with a disk error (before anything is requested) when `needed` bytes do not fit in
+/// `free` bytes: interleaved temp files would otherwise fill the disk and leave every one of
+/// them partial. Block rounding and the space old versions free after their rename are
+/// ignored, so this catches the hopeless cases, and a write that still fills the disk stops
+/// the sync as before.
+fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result<()> {
+    match free {
+        Some(free) if needed > free => Err(Error::io(
+            format!(
+                "not enough space in {}: the sync needs {}, {} free; free some space and sync again",
+                root.display(),
+                human_bytes(needed),
+                human_bytes(free)
+            ),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `n` bytes for people: "1.5 GiB (1610612736 bytes)", or "512 bytes".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let (mut value, mut unit) = (n as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
@@ -619,8 +856,8 @@ fn failure(e: Error, f: &Fetch) -> Outcome {
 /// Checks a FILE_CHUNK of `len` bytes at `offset` against where its request's next chunk must
 /// start (`expected`, `None` once the last chunk came) and the size the index announced, and
 /// advances `expected`. Each file's data must arrive in order, exactly once, end with `last`
-/// exactly at `size`, and never go past it: a hostile server cannot make us write more than
-/// the index announced, nor stream forever.
+/// exactly at `size`, and never go past it, and only the last may be empty: a hostile server
+/// cannot make us write more than the index announced, nor stream forever.
 fn accept_chunk(
     expected: &mut Option<u64>,
     offset: u64,
@@ -632,6 +869,10 @@ fn accept_chunk(
         return Err(format!(
             "chunk at byte {offset} out of order or after the last one"
         ));
+    }
+    if len == 0 && !last {
+        // It would advance nothing: endless empty chunks would keep the request open forever.
+        return Err(format!("an empty chunk at byte {offset} that is not the last"));
     }
     match offset.checked_add(len as u64) {
         Some(end) if end > size => Err(format!("data past its announced size of {size} bytes")),
@@ -682,6 +923,15 @@ mod tests {
             (
                 "offset overflow",
                 (u64::MAX, &[(u64::MAX, 1, true)], Some(0)),
+            ),
+            ("an empty non-last chunk", (0, &[(0, 0, false)], Some(0))),
+            (
+                "an empty non-last chunk mid-file",
+                (0, &[(0, 4, false), (4, 0, false)], Some(1)),
+            ),
+            (
+                "endless empty chunks",
+                (0, &[(0, 0, false), (0, 0, false), (0, 0, false)], Some(0)),
             ),
         ];
         for (name, (start, chunks, refused)) in table {
