@@ -205,4 +205,15 @@ mod tests {
         let done = c.snapshot(true);
         assert_eq!((done.phase, done.eta_s), ("done", Some(0.0)));
     }
+
+    #[test]
+    fn counts_saturate_and_the_current_path_is_safe_to_show() {
+        let c = TransferCounters::new(1, u64::MAX, 100);
+        c.add_bytes("\u{1b}]0;title\u{7}", 10, u64::MAX - 1, u64::MAX - 1);
+        c.add_bytes("\u{1b}]0;title\u{7}", 10, u64::MAX, 5);
+        let p = c.snapshot(false);
+        assert_eq!(p.bytes_done, u64::MAX);
+        assert_eq!(p.file_path, "\\u{1b}]0;title\\u{7}");
+        assert_eq!(p.chunk_index, 2, "the same file, not a new one");
+    }
 }

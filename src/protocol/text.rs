@@ -100,7 +100,10 @@ mod tests {
     /// No character of the result reaches a terminal as a control, and it fits the cap.
     fn assert_safe(out: &str, case: &str) {
         assert!(!out.chars().any(must_escape), "{case}: {out:?}");
-        assert!(out.chars().count() <= MAX_PEER_TEXT_CHARS, "{case}: too long");
+        assert!(
+            out.chars().count() <= MAX_PEER_TEXT_CHARS,
+            "{case}: too long"
+        );
     }
 
     #[test]
@@ -109,8 +112,16 @@ mod tests {
         let escapes = "\u{1b}".repeat(1_000);
         // (case, input, expected output or None when only safety and the cap are checked)
         let table: &[(&str, &str, Option<&str>)] = &[
-            ("plain text is kept", "file not found", Some("file not found")),
-            ("unicode is kept", "ünïcødé/日本語.txt", Some("ünïcødé/日本語.txt")),
+            (
+                "plain text is kept",
+                "file not found",
+                Some("file not found"),
+            ),
+            (
+                "unicode is kept",
+                "ünïcødé/日本語.txt",
+                Some("ünïcødé/日本語.txt"),
+            ),
             ("empty", "", Some("")),
             (
                 "terminal title",
@@ -129,8 +140,16 @@ mod tests {
             ),
             ("carriage return", "a\rb", Some("a\\u{d}b")),
             ("DEL and C1", "a\u{7f}\u{9b}b", Some("a\\u{7f}\\u{9b}b")),
-            ("bidi override", "evil\u{202e}txt.exe", Some("evil\\u{202e}txt.exe")),
-            ("bidi isolate", "\u{2066}a\u{2069}", Some("\\u{2066}a\\u{2069}")),
+            (
+                "bidi override",
+                "evil\u{202e}txt.exe",
+                Some("evil\\u{202e}txt.exe"),
+            ),
+            (
+                "bidi isolate",
+                "\u{2066}a\u{2069}",
+                Some("\\u{2066}a\\u{2069}"),
+            ),
             ("line separator", "a\u{2028}b", Some("a\\u{2028}b")),
             ("10 KB of text", &long, None),
             ("1,000 escapes", &escapes, None),
@@ -164,14 +183,28 @@ mod tests {
         let io = || std::io::Error::from_raw_os_error(libc::ENOSPC);
         // (case, error, the text sanitize_error must make safe)
         let table: Vec<(&str, Error, fn(&Error) -> String)> = vec![
-            ("bad path", Error::BadPath { path: evil.clone(), reason: "r" }, |e| match e {
-                Error::BadPath { path, .. } => path.clone(),
-                _ => String::new(),
-            }),
-            ("remote", Error::Remote { code: "x".into(), message: evil.clone() }, |e| match e {
-                Error::Remote { message, .. } => message.clone(),
-                _ => String::new(),
-            }),
+            (
+                "bad path",
+                Error::BadPath {
+                    path: evil.clone(),
+                    reason: "r",
+                },
+                |e| match e {
+                    Error::BadPath { path, .. } => path.clone(),
+                    _ => String::new(),
+                },
+            ),
+            (
+                "remote",
+                Error::Remote {
+                    code: "x".into(),
+                    message: evil.clone(),
+                },
+                |e| match e {
+                    Error::Remote { message, .. } => message.clone(),
+                    _ => String::new(),
+                },
+            ),
             ("protocol", Error::Protocol(evil.clone()), |e| match e {
                 Error::Protocol(m) => m.clone(),
                 _ => String::new(),
@@ -188,13 +221,23 @@ mod tests {
                 Error::Io { context, .. } => context.clone(),
                 _ => String::new(),
             }),
-            ("disk full", Error::DiskFull { path: evil.clone().into() }, |e| match e {
-                Error::DiskFull { path } => path.to_string_lossy().into_owned(),
-                _ => String::new(),
-            }),
+            (
+                "disk full",
+                Error::DiskFull {
+                    path: evil.clone().into(),
+                },
+                |e| match e {
+                    Error::DiskFull { path } => path.to_string_lossy().into_owned(),
+                    _ => String::new(),
+                },
+            ),
             (
                 "incomplete",
-                Error::Incomplete { failed: 1, total: 2, first: evil.clone() },
+                Error::Incomplete {
+                    failed: 1,
+                    total: 2,
+                    first: evil.clone(),
+                },
                 |e| match e {
                     Error::Incomplete { first, .. } => first.clone(),
                     _ => String::new(),
@@ -207,8 +250,14 @@ mod tests {
             assert_eq!(clean.kind(), kind, "{case}");
             let t = text(&clean);
             assert!(t.contains("forged"), "{case}: the text is gone: {t}");
-            assert!(!clean.to_string().chars().any(must_escape), "{case}: {clean}");
-            assert!(t.chars().count() <= MAX_PEER_TEXT_CHARS, "{case}: not capped");
+            assert!(
+                !clean.to_string().chars().any(must_escape),
+                "{case}: {clean}"
+            );
+            assert!(
+                t.chars().count() <= MAX_PEER_TEXT_CHARS,
+                "{case}: not capped"
+            );
         }
     }
 }

@@ -207,7 +207,14 @@ impl Client {
                     pending: &self.pending,
                 };
                 let limits = PullLimits::from(&self.config);
-                pull(conn, Arc::new(folder), self.config.chunk_size, &limits, hooks).await
+                pull(
+                    conn,
+                    Arc::new(folder),
+                    self.config.chunk_size,
+                    &limits,
+                    hooks,
+                )
+                .await
             }
             Err(e) => Err(e),
         }

@@ -174,10 +174,14 @@ async fn receive_index(
             };
             let shown = peer_text(rel.as_str());
             let Some(hash) = Hash::from_hex(&entry.hash) else {
-                return Err(fail_peer(conn, Error::protocol(format!("bad hash for {shown}"))).await);
+                return Err(
+                    fail_peer(conn, Error::protocol(format!("bad hash for {shown}"))).await,
+                );
             };
             if !seen.insert(entry.path.clone()) {
-                return Err(fail_peer(conn, Error::protocol(format!("{shown} listed twice"))).await);
+                return Err(
+                    fail_peer(conn, Error::protocol(format!("{shown} listed twice"))).await,
+                );
             }
             // Planning compares hex strings: keep ours canonical whatever case the peer used.
             let entry = IndexEntry {
@@ -485,7 +489,11 @@ async fn transfer(
     }
     // Before the first request: what is still to come must fit on the disk.
     let resumed = counters.bytes_done.load(Ordering::Relaxed);
-    ensure_room(&root, total_bytes.saturating_sub(resumed), free_bytes(&root))?;
+    ensure_room(
+        &root,
+        total_bytes.saturating_sub(resumed),
+        free_bytes(&root),
+    )?;
     let fetches = Arc::new(fetches);
     let (cmd_tx, cmd_rx) = mpsc::channel::<Vec<WriteCmd>>(WRITE_QUEUE);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<FileDone>>();
@@ -872,7 +880,9 @@ fn accept_chunk(
     }
     if len == 0 && !last {
         // It would advance nothing: endless empty chunks would keep the request open forever.
-        return Err(format!("an empty chunk at byte {offset} that is not the last"));
+        return Err(format!(
+            "an empty chunk at byte {offset} that is not the last"
+        ));
     }
     match offset.checked_add(len as u64) {
         Some(end) if end > size => Err(format!("data past its announced size of {size} bytes")),
@@ -889,7 +899,173 @@ fn accept_chunk(
 
 #[cfg(test)]
 mod tests {
-    use super::accept_chunk;
+    use super::*;
+
+    fn entry(path: &str, size: u64) -> IndexEntry {
+        IndexEntry {
+            path: path.into(),
+            size,
+            mtime_ns: 0,
+            executable: false,
+            hash: "0".repeat(64),
+        }
+    }
+
+    fn limits(entries: usize, path_bytes: usize) -> PullLimits {
+        PullLimits {
+            max_index_entries: entries,
+            max_index_path_bytes: path_bytes,
+            progress_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Batches as (entries, path length, size of each), against caps of 3,000 entries and
+    /// 10,000 path bytes: the index of the first refused batch and what its error names.
+    #[test]
+    fn index_batches_are_counted_against_every_limit_before_they_are_kept() {
+        type Case = (
+            &'static [(usize, usize, u64)],
+            Option<(usize, &'static str)>,
+        );
+        let table: &[(&str, Case)] = &[
+            ("one full batch", (&[(1024, 1, 0)], None)),
+            (
+                "up to the entry cap",
+                (&[(1024, 1, 0), (1024, 1, 0), (952, 1, 0)], None),
+            ),
+            (
+                "a batch over 1024",
+                (&[(1025, 1, 0)], Some((0, "at most 1024"))),
+            ),
+            (
+                "past the entry cap",
+                (
+                    &[(1024, 1, 0), (1024, 1, 0), (953, 1, 0)],
+                    Some((2, "max_index_entries")),
+                ),
+            ),
+            ("up to the path cap", (&[(100, 100, 0)], None)),
+            (
+                "past the path cap",
+                (
+                    &[(100, 100, 0), (1, 1, 0)],
+                    Some((1, "max_index_path_bytes")),
+                ),
+            ),
+            ("sizes up to 2^64 - 1", (&[(1, 1, u64::MAX)], None)),
+            (
+                "sizes that overflow",
+                (&[(1, 1, u64::MAX), (1, 1, 1)], Some((1, "2^64"))),
+            ),
+            (
+                "overflow inside one batch",
+                (&[(2, 1, u64::MAX / 2 + 1)], Some((0, "2^64"))),
+            ),
+        ];
+        for (name, (batches, refused)) in table {
+            let mut tally = IndexTally::default();
+            let got = batches.iter().enumerate().find_map(|(i, &(n, len, size))| {
+                let batch: Vec<_> = (0..n).map(|_| entry(&"p".repeat(len), size)).collect();
+                tally
+                    .add(&batch, &limits(3_000, 10_000))
+                    .err()
+                    .map(|why| (i, why))
+            });
+            match (got, refused) {
+                (None, None) => {}
+                (Some((i, why)), Some((at, says))) => {
+                    assert_eq!(i, *at, "{name}: {why}");
+                    assert!(why.contains(says), "{name}: {why}");
+                }
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
+
+    /// (case, root length in bytes, relative path, fits)
+    #[test]
+    fn paths_too_deep_or_too_long_for_the_folder_are_refused_before_any_mkdir() {
+        let deep_ok = vec!["d"; MAX_PATH_DEPTH].join("/");
+        let too_deep = vec!["d"; MAX_PATH_DEPTH + 1].join("/");
+        // The case: 2,048 components in 4,095 bytes.
+        let hostile = vec!["a"; 2048].join("/");
+        // The longest that fits under a 10-byte root: 10 + '/' + rel + NUL.
+        let longest = MAX_LOCAL_PATH_BYTES - 10 - 2;
+        // A path of `n` bytes ending in `name`, in folders of at most 200 bytes.
+        let path_of = |n: usize, name: &str| {
+            let mut folders = String::new();
+            let mut rest = n - 1 - name.len();
+            while rest > 200 {
+                folders.push_str(&"x".repeat(199));
+                folders.push('/');
+                rest -= 200;
+            }
+            folders.push_str(&"x".repeat(rest));
+            folders + "/" + name
+        };
+        let long_name = |n: usize| path_of(n, &"y".repeat(255));
+        // A short file name that fits, in a folder that leaves no room for a temp name.
+        let short_name = path_of(longest, "a");
+        let table: Vec<(&str, usize, String, bool)> = vec![
+            ("short", 10, "a/b.txt".into(), true),
+            ("at the depth limit", 10, deep_ok, true),
+            ("one folder deeper", 10, too_deep, false),
+            ("4,095 bytes of one-letter folders", 1, hostile, false),
+            ("at the length limit", 10, long_name(longest), true),
+            ("one byte over", 10, long_name(longest + 1), false),
+            (
+                "fits, but not with the folder's path",
+                100,
+                long_name(longest),
+                false,
+            ),
+            // A short file name in a long folder: its temp name is what must fit.
+            ("room for the temp name", 10, short_name, false),
+        ];
+        for (case, root, rel, fits) in table {
+            let rel = RelPath::parse(&rel).unwrap();
+            let got = fits_locally(root, &rel);
+            assert_eq!(got.is_ok(), fits, "{case}: {got:?}");
+        }
+    }
+
+    /// (case, bytes needed, bytes free, refused)
+    #[test]
+    fn a_sync_that_cannot_fit_on_the_disk_is_refused_with_both_figures() {
+        let table: &[(&str, u64, Option<u64>, bool)] = &[
+            ("fits", 10, Some(100), false),
+            ("exactly fits", 100, Some(100), false),
+            ("one byte short", 101, Some(100), true),
+            ("an exbibyte", 1 << 60, Some(50 << 30), true),
+            ("nothing to fetch on a full disk", 0, Some(0), false),
+            ("free space unknown", u64::MAX, None, false),
+        ];
+        for (case, needed, free, refused) in table {
+            let got = ensure_room(std::path::Path::new("/sync"), *needed, *free);
+            assert_eq!(got.is_err(), *refused, "{case}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.kind(), crate::ErrorKind::Disk, "{case}");
+                assert!(e.is_disk_full(), "{case}");
+                let text = e.to_string();
+                assert!(
+                    text.contains("needs") && text.contains("free"),
+                    "{case}: {text}"
+                );
+                assert!(text.contains(&format!("{needed} bytes")), "{case}: {text}");
+            }
+        }
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(human_bytes(1 << 60), "1.0 EiB (1152921504606846976 bytes)");
+    }
+
+    #[test]
+    fn the_real_free_space_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).expect("statvfs works on a temp dir");
+        assert!(free > 0);
+        assert_eq!(free_bytes(&dir.path().join("missing")), None);
+    }
 
     /// Chunk sequences for a 10-byte file requested from `start`: (start, chunks as
     /// (offset, len, last), index of the first refused chunk or None).

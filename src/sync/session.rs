@@ -87,10 +87,11 @@ pub(crate) async fn serve_session(
         match msg {
             Message::SyncRequest(_) => {
                 let f = Arc::clone(folder);
-                let scan = scan_with_heartbeats(tokio::task::spawn_blocking(move || f.scan()), &out_tx)
-                    .await
-                    .map_err(|e| Error::Store(e.to_string()))
-                    .and_then(|r| r);
+                let scan =
+                    scan_with_heartbeats(tokio::task::spawn_blocking(move || f.scan()), &out_tx)
+                        .await
+                        .map_err(|e| Error::Store(e.to_string()))
+                        .and_then(|r| r);
                 let scan = match scan {
                     Ok(s) => s,
                     Err(e) => {
