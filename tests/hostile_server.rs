@@ -427,7 +427,7 @@ async fn a_sync_bigger_than_the_free_space_is_refused_before_any_request() {
         let err = failing_sync(client(base.path(), port), case).await;
         assert_eq!(err.kind(), ErrorKind::Disk, "{case}: {err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("needs")), "{case}: {text}");
+        assert!(text.contains("needs"), "{case}: {text}");
         assert!(text.contains(&format!("({size} bytes)")), "{case}: {text}");
         assert!(text.contains("free"), "{case}: {text}");
         let seen = server.await.unwrap();

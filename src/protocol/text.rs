@@ -182,7 +182,9 @@ mod tests {
         let evil = format!("\u{1b}]0;t\u{7}\nforged{}", "a".repeat(5_000));
         let io = || std::io::Error::from_raw_os_error(libc::ENOSPC);
         // (case, error, the text sanitize_error must make safe)
-        let table: Vec<(&str, Error, fn(&Error) -> String)> = vec![
+        /// Picks the text out of a sanitised error.
+        type Text = fn(&Error) -> String;
+        let table: Vec<(&str, Error, Text)> = vec![
             (
                 "bad path",
                 Error::BadPath {

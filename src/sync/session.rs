@@ -87,11 +87,12 @@ pub(crate) async fn serve_session(
         match msg {
             Message::SyncRequest(_) => {
                 let f = Arc::clone(folder);
-                let scan =
-                    scan_with_heartbeats(tokio::task::spawn_blocking(move || f.scan()), &out_tx)
-                        .await
-                        .map_err(|e| Error::Store(e.to_string()))
-                        .and_then(|r| r);
+                let scan = tokio::task::spawn_blocking(move || f.scan());
+                let period = std::time::Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
+                let scan = scan_with_heartbeats(scan, &out_tx, period)
+                    .await
+                    .map_err(|e| Error::Store(e.to_string()))
+                    .and_then(|r| r);
                 let scan = match scan {
                     Ok(s) => s,
                     Err(e) => {
@@ -209,14 +210,14 @@ pub(crate) async fn serve_session(
     result
 }
 
-/// Awaits a scan, sending a HEARTBEAT every [`SCAN_HEARTBEAT_INTERVAL_MS`] meanwhile: the first
+/// Awaits a scan, sending a HEARTBEAT every `period` ([`SCAN_HEARTBEAT_INTERVAL_MS`]) meanwhile: the first
 /// scan of a big folder hashes for minutes, and the client's progress timeout must not take
 /// that for a silent server.
 async fn scan_with_heartbeats<T>(
     mut scan: tokio::task::JoinHandle<T>,
     out: &mpsc::Sender<Message>,
+    period: std::time::Duration,
 ) -> Result<T, tokio::task::JoinError> {
-    let period = std::time::Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
@@ -349,6 +350,37 @@ fn stream_file(
         sent += n as u64;
         if last {
             return Ok(Some(sent));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_long_scan_sends_heartbeats_and_a_short_one_none() {
+        // (case, scan time, heartbeats at least, at most)
+        let table = [("long scan", 400, 1, 9), ("instant scan", 0, 0, 0)];
+        for (case, scan_ms, least, most) in table {
+            let (tx, mut rx) = mpsc::channel(16);
+            let scan = tokio::task::spawn_blocking(move || {
+                std::thread::sleep(Duration::from_millis(scan_ms));
+                7
+            });
+            let got = scan_with_heartbeats(scan, &tx, Duration::from_millis(100)).await;
+            assert_eq!(got.unwrap(), 7, "{case}: the scan's result");
+            drop(tx);
+            let mut beats = 0;
+            while let Some(m) = rx.recv().await {
+                assert!(matches!(m, Message::Heartbeat), "{case}");
+                beats += 1;
+            }
+            assert!(
+                (least..=most).contains(&beats),
+                "{case}: {beats} heartbeats"
+            );
         }
     }
 }
