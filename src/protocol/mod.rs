@@ -39,11 +39,12 @@ pub const CHUNK_HEADER_BYTES: usize = 16;
 // bigger folder can raise it, and the error that names a limit says which field.
 
 /// Default cap on the entries of one index (`PeerConfig::max_index_entries`): twice the million
-/// files the engine is designed for. The client holds about 0.5 KB per entry plus its path.
+/// files the engine is designed for.
 pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 2_000_000;
 /// Default cap on the sum of the path lengths of one index, in bytes
 /// (`PeerConfig::max_index_path_bytes`): 128 bytes per path at the entry cap, more than real
-/// trees average (tens of bytes), and at most a few hundred MB of client memory.
+/// trees average (tens of bytes); the index then takes a few hundred MB of client memory at
+/// worst (issue 6 measured 355 MB for 251 MB of paths).
 pub const DEFAULT_MAX_INDEX_PATH_BYTES: usize = 256 * 1024 * 1024;
 /// Default time a client waits for any frame from the server after the handshake
 /// (`PeerConfig::progress_timeout`) before it gives up on a silent server.
