@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::protocol::peer_text;
+
 /// Time between two progress snapshots.
 pub const PROGRESS_INTERVAL_MS: u64 = 100;
 
@@ -88,6 +90,9 @@ pub(crate) fn emit_status(sink: Option<&EventSink>, status: Status, details: imp
 /// The file currently being received.
 #[derive(Debug, Default, Clone)]
 struct Current {
+    /// The path as the index named it, to notice the next file.
+    raw_path: String,
+    /// The same, made safe to show.
     path: String,
     size: u64,
     done: u64,
@@ -118,17 +123,26 @@ impl TransferCounters {
         })
     }
 
-    /// Records `n` bytes written to `path` (of `size` bytes, `done` so far).
+    /// Records `n` bytes written to `path` (of `size` bytes, `done` so far). Counts saturate:
+    /// a resumed file fetched again from zero counts its prefix twice, and a hostile index may
+    /// announce sizes near 2^64.
     pub fn add_bytes(&self, path: &str, size: u64, done: u64, n: u64) {
-        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        // `fetch_update` with a closure that always answers cannot fail.
+        let _ = self
+            .bytes_done
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(n))
+            });
         if let Ok(mut cur) = self.current.lock() {
-            if cur.path != path {
-                cur.path = path.to_owned();
+            // The path is the server's: events carry it made safe to show.
+            if cur.raw_path != path {
+                cur.raw_path = path.to_owned();
+                cur.path = peer_text(path);
                 cur.chunk_index = 0;
             }
             cur.size = size;
             cur.done = done;
-            cur.chunk_index += 1;
+            cur.chunk_index = cur.chunk_index.saturating_add(1);
         }
     }
 
@@ -190,5 +204,16 @@ mod tests {
         assert_eq!(p.phase, "receiving");
         let done = c.snapshot(true);
         assert_eq!((done.phase, done.eta_s), ("done", Some(0.0)));
+    }
+
+    #[test]
+    fn counts_saturate_and_the_current_path_is_safe_to_show() {
+        let c = TransferCounters::new(1, u64::MAX, 100);
+        c.add_bytes("\u{1b}]0;title\u{7}", 10, u64::MAX - 1, u64::MAX - 1);
+        c.add_bytes("\u{1b}]0;title\u{7}", 10, u64::MAX, 5);
+        let p = c.snapshot(false);
+        assert_eq!(p.bytes_done, u64::MAX);
+        assert_eq!(p.file_path, "\\u{1b}]0;title\\u{7}");
+        assert_eq!(p.chunk_index, 2, "the same file, not a new one");
     }
 }

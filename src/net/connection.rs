@@ -85,13 +85,15 @@ impl Connection {
     }
 }
 
-/// Converts a peer's ERROR into our error.
+/// Converts a peer's ERROR into our error, its text made safe to show
+/// ([`crate::protocol::peer_text`]): it reaches terminals, logs and the web page.
 pub fn remote_error(e: ErrorMsg) -> Error {
+    let message = crate::protocol::peer_text(&e.message);
     match e.code {
-        ErrorCode::AuthFailed => Error::Auth(format!("the server rejected us: {}", e.message)),
+        ErrorCode::AuthFailed => Error::Auth(format!("the server rejected us: {message}")),
         _ => Error::Remote {
             code: e.code.as_str().to_owned(),
-            message: e.message,
+            message,
         },
     }
 }

@@ -261,8 +261,11 @@ impl Message {
         }
         let kind = MessageType::from_byte(body.get_u8())?;
         fn json<T: for<'de> Deserialize<'de>>(kind: MessageType, b: &[u8]) -> Result<T> {
-            serde_json::from_slice(b)
-                .map_err(|e| Error::protocol(format!("malformed {kind:?} message: {e}")))
+            // serde quotes the peer's strings (e.g. an unknown variant) verbatim.
+            serde_json::from_slice(b).map_err(|e| {
+                let e = super::peer_text(&e.to_string());
+                Error::protocol(format!("malformed {kind:?} message: {e}"))
+            })
         }
         Ok(match kind {
             MessageType::Hello => Message::Hello(json(kind, &body)?),

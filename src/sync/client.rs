@@ -10,12 +10,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::folder::Folder;
-use super::pull::{pull, PullHooks};
+use super::pull::{pull, PullHooks, PullLimits};
 use super::server::lock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::{client_handshake, Connection};
 use crate::progress::{emit_status, EventSink, Status};
-use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::protocol::{peer_text, sanitize_error, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 /// How to reach a server and where to put its files. `chunk_size` only bounds progress
 /// granularity on the client; the server chooses chunk sizes.
@@ -85,7 +85,8 @@ impl Client {
         let mut slot = self.conn.lock().await;
         *slot = None;
         self.connected.store(false, Ordering::SeqCst);
-        let conn = self.open(events).await;
+        // Whatever the peer said reaches people only through this sanitised error.
+        let conn = self.open(events).await.map_err(sanitize_error);
         match conn {
             Ok(c) => {
                 *slot = Some(c);
@@ -205,17 +206,26 @@ impl Client {
                     cancel,
                     pending: &self.pending,
                 };
-                pull(conn, Arc::new(folder), self.config.chunk_size, hooks).await
+                let limits = PullLimits::from(&self.config);
+                pull(
+                    conn,
+                    Arc::new(folder),
+                    self.config.chunk_size,
+                    &limits,
+                    hooks,
+                )
+                .await
             }
             Err(e) => Err(e),
-        };
+        }
+        .map_err(sanitize_error);
         let elapsed = started.elapsed().as_secs_f64();
         let mut s = lock(&self.stats);
         s.sync_duration = Some(elapsed);
         match result {
             Ok(out) => {
-                s.files_received += out.files_received;
-                s.bytes_received += out.bytes_received;
+                s.files_received = s.files_received.saturating_add(out.files_received);
+                s.bytes_received = s.bytes_received.saturating_add(out.bytes_received);
                 s.files_total = out.files_total;
                 s.bytes_total = out.bytes_total;
                 s.files_unchanged = out.unchanged;
@@ -224,7 +234,8 @@ impl Client {
                     let err = Error::Incomplete {
                         failed: out.failures.len() as u64,
                         total: out.files_total,
-                        first: format!("{path}: {reason}"),
+                        // Both may quote the server (its paths, its ERROR text).
+                        first: format!("{}: {}", peer_text(path), peer_text(reason)),
                     };
                     s.last_error = Some(err.to_string());
                     drop(s);

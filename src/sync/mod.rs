@@ -15,7 +15,7 @@ pub use folder::Folder;
 pub use server::{Server, ServerConfig, ServerStatus};
 
 /// What either end needs: the shared secret, its folder, the server's address and the chunk
-/// size. ([`ClientConfig`] and [`ServerConfig`] name it for each side.)
+/// size, plus the limits a client puts on what a server sends. ([`ClientConfig`] and [`ServerConfig`] name it for each side.)
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub secret: String,
@@ -26,6 +26,15 @@ pub struct PeerConfig {
     /// Time allowed for TCP connect (client) plus the whole handshake; a peer that takes
     /// longer is disconnected (and, on the server, counted as a failed attempt).
     pub handshake_timeout: Duration,
+    /// Client: most entries accepted in the server's index; a bigger index fails the sync
+    /// before anything is written (raise it for folders of more files).
+    pub max_index_entries: usize,
+    /// Client: most bytes of paths accepted in the server's index (sum of the path lengths).
+    pub max_index_path_bytes: usize,
+    /// Client: after the handshake, a server that sends no frame at all for this long (not
+    /// even a HEARTBEAT) fails the sync instead of hanging it; time the client spends waiting
+    /// on its own disk does not count.
+    pub progress_timeout: Duration,
 }
 
 impl PeerConfig {
@@ -43,6 +52,9 @@ impl PeerConfig {
             port,
             chunk_size: crate::protocol::DEFAULT_CHUNK_SIZE,
             handshake_timeout: Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+            max_index_entries: crate::protocol::DEFAULT_MAX_INDEX_ENTRIES,
+            max_index_path_bytes: crate::protocol::DEFAULT_MAX_INDEX_PATH_BYTES,
+            progress_timeout: Duration::from_millis(crate::protocol::DEFAULT_PROGRESS_TIMEOUT_MS),
         }
     }
 }

@@ -21,7 +21,8 @@ use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
 use crate::net::{remote_error, Connection};
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
-    ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message, SyncComplete, SyncRequest,
+    peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
+    SyncComplete, SyncRequest, INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
 /// Files requested ahead of the one being received. Requests go out in batches: once half the
@@ -84,6 +85,50 @@ struct FileDone {
     outcome: Outcome,
 }
 
+/// Bounds on what the server may send in one pull (from the client's config).
+#[derive(Debug, Clone)]
+pub(crate) struct PullLimits {
+    pub max_index_entries: usize,
+    pub max_index_path_bytes: usize,
+    pub progress_timeout: Duration,
+}
+
+impl From<&super::PeerConfig> for PullLimits {
+    fn from(c: &super::PeerConfig) -> Self {
+        Self {
+            max_index_entries: c.max_index_entries,
+            max_index_path_bytes: c.max_index_path_bytes,
+            progress_timeout: c.progress_timeout,
+        }
+    }
+}
+
+/// The error for a server that sent nothing for `limit` while we waited for `what`.
+fn silent_server(limit: Duration, what: &str) -> Error {
+    Error::ConnectionLost(format!(
+        "the server sent nothing for {} s while we waited for {what}; it may be stuck \
+         (ClientConfig.progress_timeout sets how long to wait)",
+        limit.as_secs_f64()
+    ))
+}
+
+/// Receives the next message, failing if the server sends nothing for `limit`.
+async fn recv_within(conn: &mut Connection, limit: Duration, what: &str) -> Result<Message> {
+    match tokio::time::timeout(limit, conn.recv()).await {
+        Ok(m) => m,
+        Err(_) => Err(silent_server(limit, what)),
+    }
+}
+
+/// Sends one message, failing if the server does not take it within `limit` (a server that
+/// stops reading would otherwise block us once the socket buffers are full).
+async fn send_within(conn: &mut Connection, limit: Duration, msg: Message) -> Result<()> {
+    match tokio::time::timeout(limit, conn.send(msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(silent_server(limit, "it to read our requests")),
+    }
+}
+
 /// Progress and cancellation plumbing for one pull.
 pub(crate) struct PullHooks<'a> {
     pub events: Option<&'a EventSink>,
@@ -101,12 +146,18 @@ async fn fail_peer(conn: &mut Connection, e: Error) -> Error {
     e
 }
 
-/// Receives and validates the whole index. Anything hostile aborts the sync before any write.
-async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
+/// Receives and validates the whole index. Anything hostile aborts the sync before any write;
+/// every batch is checked against the limits before it is kept, so memory stays bounded by
+/// them whatever the server sends.
+async fn receive_index(
+    conn: &mut Connection,
+    limits: &PullLimits,
+) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
+    let mut tally = IndexTally::default();
     loop {
-        let batch = match conn.recv().await? {
+        let batch = match recv_within(conn, limits.progress_timeout, "the index").await? {
             Message::FileIndex(b) => b,
             Message::Heartbeat => continue,
             m => {
@@ -117,19 +168,28 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
                 .await)
             }
         };
+        if let Err(why) = tally.add(&batch.entries, limits) {
+            return Err(fail_peer(conn, Error::protocol(why)).await);
+        }
         for entry in batch.entries {
             let rel = match RelPath::parse(&entry.path) {
                 Ok(r) => r,
                 Err(e) => {
+                    let e = sanitize_error(e);
                     tracing::warn!("server offered a hostile path: {e}");
                     return Err(fail_peer(conn, e).await);
                 }
             };
+            let shown = peer_text(rel.as_str());
             let Some(hash) = Hash::from_hex(&entry.hash) else {
-                return Err(fail_peer(conn, Error::protocol(format!("bad hash for {rel}"))).await);
+                return Err(
+                    fail_peer(conn, Error::protocol(format!("bad hash for {shown}"))).await,
+                );
             };
             if !seen.insert(entry.path.clone()) {
-                return Err(fail_peer(conn, Error::protocol(format!("{rel} listed twice"))).await);
+                return Err(
+                    fail_peer(conn, Error::protocol(format!("{shown} listed twice"))).await,
+                );
             }
             // Planning compares hex strings: keep ours canonical whatever case the peer used.
             let entry = IndexEntry {
@@ -144,22 +204,105 @@ async fn receive_index(conn: &mut Connection) -> Result<Vec<(RelPath, Hash, Inde
     }
 }
 
+/// What the index received so far adds up to.
+#[derive(Debug, Default)]
+struct IndexTally {
+    entries: usize,
+    path_bytes: usize,
+    size_bytes: u64,
+}
+
+impl IndexTally {
+    /// Counts one FILE_INDEX batch, or says which limit it breaks (before anything of it is
+    /// kept): the batch size of the protocol, the client's caps on entries and path bytes, and
+    /// the sum of the announced sizes, which must fit in 64 bits.
+    fn add(&mut self, batch: &[IndexEntry], limits: &PullLimits) -> Result<(), String> {
+        if batch.len() > INDEX_BATCH_ENTRIES {
+            return Err(format!(
+                "a FILE_INDEX batch of {} entries (the protocol allows at most {INDEX_BATCH_ENTRIES})",
+                batch.len()
+            ));
+        }
+        let entries = self.entries.saturating_add(batch.len());
+        if entries > limits.max_index_entries {
+            return Err(format!(
+                "the server's index has more than {} entries, this client's limit \
+                 (raise ClientConfig.max_index_entries to sync a bigger folder)",
+                limits.max_index_entries
+            ));
+        }
+        let path_bytes = batch
+            .iter()
+            .fold(self.path_bytes, |sum, e| sum.saturating_add(e.path.len()));
+        if path_bytes > limits.max_index_path_bytes {
+            return Err(format!(
+                "the paths in the server's index add up to more than {} bytes, this client's \
+                 limit (raise ClientConfig.max_index_path_bytes to sync a bigger folder)",
+                limits.max_index_path_bytes
+            ));
+        }
+        let size_bytes = batch
+            .iter()
+            .try_fold(self.size_bytes, |sum, e| sum.checked_add(e.size))
+            .ok_or("the file sizes in the server's index add up to more than 2^64 bytes")?;
+        *self = IndexTally {
+            entries,
+            path_bytes,
+            size_bytes,
+        };
+        Ok(())
+    }
+}
+
+/// Whether `rel` can be created under a root of `root_bytes` bytes: not deeper than
+/// [`MAX_PATH_DEPTH`], and the file, and the temp file beside it, within the local path limit.
+/// Checked before the first folder of it is made, so a path that cannot be written creates
+/// nothing.
+fn fits_locally(root_bytes: usize, rel: &RelPath) -> Result<(), String> {
+    let s = rel.as_str();
+    let depth = s.split('/').count();
+    if depth > MAX_PATH_DEPTH {
+        return Err(format!(
+            "{depth} folders deep (this client creates at most {MAX_PATH_DEPTH})"
+        ));
+    }
+    let name = s.rsplit('/').next().map_or(0, str::len);
+    // root + '/' + rel, with the file name replaced by a temp name if that is longer, + NUL.
+    let longest = root_bytes + 1 + s.len() - name + name.max(TEMP_NAME_BYTES_MAX) + 1;
+    if longest > MAX_LOCAL_PATH_BYTES {
+        return Err(format!(
+            "path too long for this folder ({longest} bytes with the folder's path and a temp \
+             name; the system allows {MAX_LOCAL_PATH_BYTES})"
+        ));
+    }
+    Ok(())
+}
+
+/// Room kept for the temp file's name next to a file (`fs::part_path` makes 51 bytes).
+const TEMP_NAME_BYTES_MAX: usize = 64;
+
 /// Runs one pull over an authenticated connection.
 pub(crate) async fn pull(
     conn: &mut Connection,
     folder: Arc<Folder>,
     chunk_size: usize,
+    limits: &PullLimits,
     hooks: PullHooks<'_>,
 ) -> Result<PullOutcome> {
-    conn.send(Message::SyncRequest(SyncRequest {
-        mode: "pull".into(),
-    }))
+    let patience = limits.progress_timeout;
+    send_within(
+        conn,
+        patience,
+        Message::SyncRequest(SyncRequest {
+            mode: "pull".into(),
+        }),
+    )
     .await?;
     let scan = {
         let f = Arc::clone(&folder);
         tokio::task::spawn_blocking(move || f.scan())
     };
-    let remote = receive_index(conn).await?;
+    let remote = receive_index(conn, limits).await?;
     let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
     // Resumable temp files (regular, one link) and their lengths; the others are replaced.
     let parts: HashMap<String, u64> = local
@@ -175,10 +318,14 @@ pub(crate) async fn pull(
         .map(|r| (r.path.clone(), r))
         .collect();
     let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
-    let plan = plan_pull(&entries, &local, umask());
+    let mut plan = plan_pull(&entries, &local, umask());
     let mut outcome = PullOutcome {
         files_total: plan.fetch.len() as u64,
-        bytes_total: plan.fetch.iter().map(|e| e.size).sum(),
+        // The index's sizes were summed with checks as it arrived; these are a subset.
+        bytes_total: plan
+            .fetch
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size)),
         unchanged: plan.unchanged as u64,
         ..Default::default()
     };
@@ -193,6 +340,21 @@ pub(crate) async fn pull(
         .iter()
         .map(|(r, h, e)| (e.path.as_str(), (r, h)))
         .collect();
+    // Files this folder cannot hold fail alone, before any folder of theirs is created.
+    let root_bytes = folder.root().as_os_str().len();
+    plan.fetch.retain(|e| {
+        let fits = by_path
+            .get(e.path.as_str())
+            .map(|(rel, _)| fits_locally(root_bytes, rel));
+        match fits {
+            Some(Err(why)) => {
+                tracing::warn!("{}: {why}", peer_text(&e.path));
+                outcome.failures.push((e.path.clone(), why));
+                false
+            }
+            _ => true,
+        }
+    });
     let root = folder.root().to_path_buf();
 
     // Same content, other metadata: fix in place, on descriptors (mode and mtime can never be
@@ -244,7 +406,7 @@ pub(crate) async fn pull(
     let stale: Vec<String> = all_parts.difference(&wanted).cloned().collect();
     let stale_root = root.clone();
     let (received, failures, bytes) =
-        transfer(conn, fetches, &parts, root, chunk_size, &hooks).await?;
+        transfer(conn, fetches, &parts, root, chunk_size, patience, &hooks).await?;
     if !stale.is_empty() {
         let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale_root, &stale)).await;
     }
@@ -257,14 +419,14 @@ pub(crate) async fn pull(
         let recs = records;
         let _ = tokio::task::spawn_blocking(move || f.remember(&recs)).await;
     }
-    conn.send(Message::SyncComplete(SyncComplete {
+    let complete = Message::SyncComplete(SyncComplete {
         files: outcome.files_received,
         bytes: outcome.bytes_received,
         failed: outcome.failures.len() as u64,
-    }))
-    .await?;
+    });
+    send_within(conn, patience, complete).await?;
     loop {
-        match conn.recv().await? {
+        match recv_within(conn, patience, "ACK").await? {
             Message::Ack => break,
             Message::Heartbeat => {}
             m => {
@@ -319,13 +481,17 @@ async fn transfer(
     parts: &HashMap<String, u64>,
     root: PathBuf,
     chunk_size: usize,
+    patience: Duration,
     hooks: &PullHooks<'_>,
 ) -> Result<Transferred> {
     if fetches.is_empty() {
         emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
         return Ok((Vec::new(), Vec::new(), 0));
     }
-    let total_bytes = fetches.iter().map(|f| f.entry.size).sum();
+    // Summed with checks when the index arrived; this is a subset of it.
+    let total_bytes = fetches
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(f.entry.size));
     let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
     // Resume offsets: an intact prefix left by an interrupted sync, in a temp file the scan
     // found to be a regular file with one link (the writer checks again on its descriptor).
@@ -341,6 +507,13 @@ async fn transfer(
         }
         queue.push_back((i as u32, offset));
     }
+    // Before the first request: what is still to come must fit on the disk.
+    let resumed = counters.bytes_done.load(Ordering::Relaxed);
+    ensure_room(
+        &root,
+        total_bytes.saturating_sub(resumed),
+        free_bytes(&root),
+    )?;
     let fetches = Arc::new(fetches);
     let (cmd_tx, cmd_rx) = mpsc::channel::<Vec<WriteCmd>>(WRITE_QUEUE);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<FileDone>>();
@@ -372,13 +545,18 @@ async fn transfer(
     let result: Result<()> = async {
         loop {
             if inflight.len() <= WINDOW_FILES / 2 && !queue.is_empty() {
-                while inflight.len() < WINDOW_FILES {
-                    let Some((id, offset)) = queue.pop_front() else { break };
-                    let path = fetches[id as usize].entry.path.clone();
-                    conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
-                    inflight.insert(id, Some(offset));
-                }
-                conn.writer.flush().await?;
+                let top_up = async {
+                    while inflight.len() < WINDOW_FILES {
+                        let Some((id, offset)) = queue.pop_front() else { break };
+                        let path = fetches[id as usize].entry.path.clone();
+                        conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
+                        inflight.insert(id, Some(offset));
+                    }
+                    conn.writer.flush().await
+                };
+                tokio::time::timeout(patience, top_up)
+                    .await
+                    .map_err(|_| silent_server(patience, "it to read our requests"))??;
             }
             hooks.pending.store((inflight.len() + queue.len()) as u64, Ordering::Relaxed);
             if inflight.is_empty() && queue.is_empty() {
@@ -387,6 +565,9 @@ async fn transfer(
             tokio::select! {
                 biased;
                 _ = hooks.cancel.cancelled() => return Err(Error::Cancelled),
+                // Restarted by every frame and every finished file: only a server that sends
+                // nothing at all while we wait for it gets here.
+                _ = tokio::time::sleep(patience) => return Err(silent_server(patience, "file data")),
                 Some(batch) = done_rx.recv() => {
                     for done in batch {
                         inflight.remove(&done.id);
@@ -399,7 +580,7 @@ async fn transfer(
                                 "content did not match its hash (changed on the server during the sync?)".into(),
                             )),
                             Outcome::Failed(reason) => {
-                                tracing::warn!("{path}: {reason}");
+                                tracing::warn!("{}: {}", peer_text(path), peer_text(&reason));
                                 failures.push((path.clone(), reason));
                             }
                             Outcome::Abort(e) => return Err(e),
@@ -417,13 +598,13 @@ async fn transfer(
                                 };
                                 let f = &fetches[c.id as usize];
                                 if let Err(why) = accept_chunk(expected, c.offset, c.data.len(), c.last, f.entry.size) {
-                                    return Err(Error::protocol(format!("{}: {why}", f.rel)));
+                                    return Err(Error::protocol(format!("{}: {why}", peer_text(f.rel.as_str()))));
                                 }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
                             }
                             Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains_key(&id) => {
-                                batch.push(WriteCmd::Fail { id, reason: format!("server: {message}") });
+                                batch.push(WriteCmd::Fail { id, reason: format!("server: {}", peer_text(&message)) });
                             }
                             Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
                             Some(Ok(Message::Heartbeat)) => {}
@@ -466,6 +647,69 @@ async fn transfer(
     emit_final(hooks, &counters);
     let bytes = counters.bytes_done.load(Ordering::Relaxed);
     Ok((received, failures, bytes))
+}
+
+/// Bytes that unprivileged writes can still use on the file system holding `root`
+/// (`f_bavail * f_frsize`), or `None` where that cannot be told (then nothing is checked).
+fn free_bytes(root: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a NUL-terminated path and `st` is writable memory of the right size.
+        if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+            tracing::debug!(
+                "cannot tell the free space of {}: {}",
+                root.display(),
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: statvfs succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = root;
+        None
+    }
+}
+
+/// Fails with a disk error (before anything is requested) when `needed` bytes do not fit in
+/// `free` bytes: interleaved temp files would otherwise fill the disk and leave every one of
+/// them partial. Block rounding and the space old versions free after their rename are
+/// ignored, so this catches the hopeless cases, and a write that still fills the disk stops
+/// the sync as before.
+fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result<()> {
+    match free {
+        Some(free) if needed > free => Err(Error::io(
+            format!(
+                "not enough space in {}: the sync needs {}, {} free; free some space and sync again",
+                root.display(),
+                human_bytes(needed),
+                human_bytes(free)
+            ),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `n` bytes for people: "1.5 GiB (1610612736 bytes)", or "512 bytes".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let (mut value, mut unit) = (n as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
@@ -647,8 +891,8 @@ fn failure(e: Error, f: &Fetch) -> Outcome {
 /// Checks a FILE_CHUNK of `len` bytes at `offset` against where its request's next chunk must
 /// start (`expected`, `None` once the last chunk came) and the size the index announced, and
 /// advances `expected`. Each file's data must arrive in order, exactly once, end with `last`
-/// exactly at `size`, and never go past it: a hostile server cannot make us write more than
-/// the index announced, nor stream forever.
+/// exactly at `size`, and never go past it, and only the last may be empty: a hostile server
+/// cannot make us write more than the index announced, nor stream forever.
 fn accept_chunk(
     expected: &mut Option<u64>,
     offset: u64,
@@ -659,6 +903,12 @@ fn accept_chunk(
     if *expected != Some(offset) {
         return Err(format!(
             "chunk at byte {offset} out of order or after the last one"
+        ));
+    }
+    if len == 0 && !last {
+        // It would advance nothing: endless empty chunks would keep the request open forever.
+        return Err(format!(
+            "an empty chunk at byte {offset} that is not the last"
         ));
     }
     match offset.checked_add(len as u64) {
@@ -676,7 +926,174 @@ fn accept_chunk(
 
 #[cfg(test)]
 mod tests {
-    use super::accept_chunk;
+    use super::*;
+
+    fn entry(path: &str, size: u64) -> IndexEntry {
+        IndexEntry {
+            path: path.into(),
+            size,
+            mtime_ns: 0,
+            executable: false,
+            mode: None,
+            hash: "0".repeat(64),
+        }
+    }
+
+    fn limits(entries: usize, path_bytes: usize) -> PullLimits {
+        PullLimits {
+            max_index_entries: entries,
+            max_index_path_bytes: path_bytes,
+            progress_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Batches as (entries, path length, size of each), against caps of 3,000 entries and
+    /// 10,000 path bytes: the index of the first refused batch and what its error names.
+    #[test]
+    fn index_batches_are_counted_against_every_limit_before_they_are_kept() {
+        type Case = (
+            &'static [(usize, usize, u64)],
+            Option<(usize, &'static str)>,
+        );
+        let table: &[(&str, Case)] = &[
+            ("one full batch", (&[(1024, 1, 0)], None)),
+            (
+                "up to the entry cap",
+                (&[(1024, 1, 0), (1024, 1, 0), (952, 1, 0)], None),
+            ),
+            (
+                "a batch over 1024",
+                (&[(1025, 1, 0)], Some((0, "at most 1024"))),
+            ),
+            (
+                "past the entry cap",
+                (
+                    &[(1024, 1, 0), (1024, 1, 0), (953, 1, 0)],
+                    Some((2, "max_index_entries")),
+                ),
+            ),
+            ("up to the path cap", (&[(100, 100, 0)], None)),
+            (
+                "past the path cap",
+                (
+                    &[(100, 100, 0), (1, 1, 0)],
+                    Some((1, "max_index_path_bytes")),
+                ),
+            ),
+            ("sizes up to 2^64 - 1", (&[(1, 1, u64::MAX)], None)),
+            (
+                "sizes that overflow",
+                (&[(1, 1, u64::MAX), (1, 1, 1)], Some((1, "2^64"))),
+            ),
+            (
+                "overflow inside one batch",
+                (&[(2, 1, u64::MAX / 2 + 1)], Some((0, "2^64"))),
+            ),
+        ];
+        for (name, (batches, refused)) in table {
+            let mut tally = IndexTally::default();
+            let got = batches.iter().enumerate().find_map(|(i, &(n, len, size))| {
+                let batch: Vec<_> = (0..n).map(|_| entry(&"p".repeat(len), size)).collect();
+                tally
+                    .add(&batch, &limits(3_000, 10_000))
+                    .err()
+                    .map(|why| (i, why))
+            });
+            match (got, refused) {
+                (None, None) => {}
+                (Some((i, why)), Some((at, says))) => {
+                    assert_eq!(i, *at, "{name}: {why}");
+                    assert!(why.contains(says), "{name}: {why}");
+                }
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
+
+    /// (case, root length in bytes, relative path, fits)
+    #[test]
+    fn paths_too_deep_or_too_long_for_the_folder_are_refused_before_any_mkdir() {
+        let deep_ok = vec!["d"; MAX_PATH_DEPTH].join("/");
+        let too_deep = vec!["d"; MAX_PATH_DEPTH + 1].join("/");
+        // The issue's case: 2,048 components in 4,095 bytes.
+        let hostile = vec!["a"; 2048].join("/");
+        // The longest that fits under a 10-byte root: 10 + '/' + rel + NUL.
+        let longest = MAX_LOCAL_PATH_BYTES - 10 - 2;
+        // A path of `n` bytes ending in `name`, in folders of at most 200 bytes.
+        let path_of = |n: usize, name: &str| {
+            let mut folders = String::new();
+            let mut rest = n - 1 - name.len();
+            while rest > 200 {
+                folders.push_str(&"x".repeat(199));
+                folders.push('/');
+                rest -= 200;
+            }
+            folders.push_str(&"x".repeat(rest));
+            folders + "/" + name
+        };
+        let long_name = |n: usize| path_of(n, &"y".repeat(255));
+        // A short file name that fits, in a folder that leaves no room for a temp name.
+        let short_name = path_of(longest, "a");
+        let table: Vec<(&str, usize, String, bool)> = vec![
+            ("short", 10, "a/b.txt".into(), true),
+            ("at the depth limit", 10, deep_ok, true),
+            ("one folder deeper", 10, too_deep, false),
+            ("4,095 bytes of one-letter folders", 1, hostile, false),
+            ("at the length limit", 10, long_name(longest), true),
+            ("one byte over", 10, long_name(longest + 1), false),
+            (
+                "fits, but not with the folder's path",
+                100,
+                long_name(longest),
+                false,
+            ),
+            // A short file name in a long folder: its temp name is what must fit.
+            ("room for the temp name", 10, short_name, false),
+        ];
+        for (case, root, rel, fits) in table {
+            let rel = RelPath::parse(&rel).unwrap();
+            let got = fits_locally(root, &rel);
+            assert_eq!(got.is_ok(), fits, "{case}: {got:?}");
+        }
+    }
+
+    /// (case, bytes needed, bytes free, refused)
+    #[test]
+    fn a_sync_that_cannot_fit_on_the_disk_is_refused_with_both_figures() {
+        let table: &[(&str, u64, Option<u64>, bool)] = &[
+            ("fits", 10, Some(100), false),
+            ("exactly fits", 100, Some(100), false),
+            ("one byte short", 101, Some(100), true),
+            ("an exbibyte", 1 << 60, Some(50 << 30), true),
+            ("nothing to fetch on a full disk", 0, Some(0), false),
+            ("free space unknown", u64::MAX, None, false),
+        ];
+        for (case, needed, free, refused) in table {
+            let got = ensure_room(std::path::Path::new("/sync"), *needed, *free);
+            assert_eq!(got.is_err(), *refused, "{case}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.kind(), crate::ErrorKind::Disk, "{case}");
+                assert!(e.is_disk_full(), "{case}");
+                let text = e.to_string();
+                assert!(
+                    text.contains("needs") && text.contains("free"),
+                    "{case}: {text}"
+                );
+                assert!(text.contains(&format!("{needed} bytes")), "{case}: {text}");
+            }
+        }
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(human_bytes(1 << 60), "1.0 EiB (1152921504606846976 bytes)");
+    }
+
+    #[test]
+    fn the_real_free_space_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).expect("statvfs works on a temp dir");
+        assert!(free > 0);
+        assert_eq!(free_bytes(&dir.path().join("missing")), None);
+    }
 
     /// Chunk sequences for a 10-byte file requested from `start`: (start, chunks as
     /// (offset, len, last), index of the first refused chunk or None).
@@ -710,6 +1127,15 @@ mod tests {
             (
                 "offset overflow",
                 (u64::MAX, &[(u64::MAX, 1, true)], Some(0)),
+            ),
+            ("an empty non-last chunk", (0, &[(0, 0, false)], Some(0))),
+            (
+                "an empty non-last chunk mid-file",
+                (0, &[(0, 4, false), (4, 0, false)], Some(1)),
+            ),
+            (
+                "endless empty chunks",
+                (0, &[(0, 0, false), (0, 0, false), (0, 0, false)], Some(0)),
             ),
         ];
         for (name, (start, chunks, refused)) in table {

@@ -23,7 +23,8 @@ use crate::fs::{Beneath, RelPath};
 use crate::index::FileRecord;
 use crate::net::{recv, Connection, FrameWriter};
 use crate::protocol::{
-    ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Message, INDEX_BATCH_ENTRIES,
+    sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Message,
+    INDEX_BATCH_ENTRIES, SCAN_HEARTBEAT_INTERVAL_MS,
 };
 
 /// Outgoing messages queued for the writer task (each at most one chunk).
@@ -86,7 +87,9 @@ pub(crate) async fn serve_session(
         match msg {
             Message::SyncRequest(_) => {
                 let f = Arc::clone(folder);
-                let scan = tokio::task::spawn_blocking(move || f.scan())
+                let scan = tokio::task::spawn_blocking(move || f.scan());
+                let period = std::time::Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
+                let scan = scan_with_heartbeats(scan, &out_tx, period)
                     .await
                     .map_err(|e| Error::Store(e.to_string()))
                     .and_then(|r| r);
@@ -140,6 +143,7 @@ pub(crate) async fn serve_session(
                 let rel = match RelPath::parse(&path) {
                     Ok(r) => r,
                     Err(e) => {
+                        let e = sanitize_error(e);
                         tracing::warn!("{peer}: hostile request: {e}");
                         let _ = out_tx
                             .send(Message::Error(ErrorMsg::fatal(
@@ -204,6 +208,26 @@ pub(crate) async fn serve_session(
     let _ = reader_thread.await;
     let _ = writer_task.await;
     result
+}
+
+/// Awaits a scan, sending a HEARTBEAT every `period` ([`SCAN_HEARTBEAT_INTERVAL_MS`]) meanwhile: the first
+/// scan of a big folder hashes for minutes, and the client's progress timeout must not take
+/// that for a silent server.
+async fn scan_with_heartbeats<T>(
+    mut scan: tokio::task::JoinHandle<T>,
+    out: &mpsc::Sender<Message>,
+    period: std::time::Duration,
+) -> Result<T, tokio::task::JoinError> {
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            done = &mut scan => return done,
+            _ = beat.tick() => {
+                // A client that is gone shows up at the index send; keep scanning until then.
+                let _ = out.send(Message::Heartbeat).await;
+            }
+        }
+    }
 }
 
 /// Sends queued messages, flushing whenever the queue runs dry.
@@ -326,6 +350,37 @@ fn stream_file(
         sent += n as u64;
         if last {
             return Ok(Some(sent));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_long_scan_sends_heartbeats_and_a_short_one_none() {
+        // (case, scan time, heartbeats at least, at most)
+        let table = [("long scan", 400, 1, 9), ("instant scan", 0, 0, 0)];
+        for (case, scan_ms, least, most) in table {
+            let (tx, mut rx) = mpsc::channel(16);
+            let scan = tokio::task::spawn_blocking(move || {
+                std::thread::sleep(Duration::from_millis(scan_ms));
+                7
+            });
+            let got = scan_with_heartbeats(scan, &tx, Duration::from_millis(100)).await;
+            assert_eq!(got.unwrap(), 7, "{case}: the scan's result");
+            drop(tx);
+            let mut beats = 0;
+            while let Some(m) = rx.recv().await {
+                assert!(matches!(m, Message::Heartbeat), "{case}");
+                beats += 1;
+            }
+            assert!(
+                (least..=most).contains(&beats),
+                "{case}: {beats} heartbeats"
+            );
         }
     }
 }
