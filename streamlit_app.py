@@ -16,6 +16,8 @@ import streamlit as st
 
 import ssp
 from ssp import _native
+from ssp.server import DEFAULT_SECRET, SHORT_SECRET_CHARS
+from ssp.text import markdown_literal
 from ssp.ui import (
     ClientSettings,
     Controller,
@@ -30,10 +32,10 @@ from ssp.ui import (
     list_folder,
     shared_controller,
 )
+from ssp.ui.access import host_refusal
 from ssp.ui.folder import ensure_folder
 from ssp.ui.humanize import UNKNOWN
 
-DEFAULT_SECRET = "default_secret_key"
 DEFAULT_FOLDER = "~/SSP_Sync"
 LOG_LINES_SHOWN = 200
 CHUNK_SIZES = sorted(
@@ -46,6 +48,16 @@ CHUNK_SIZES = sorted(
 )
 
 st.set_page_config(page_title="SSP: SmartSync Protocol", page_icon=":material/sync:", layout="wide")
+
+# Before anything else runs: a page reached by a name that is not this machine's (DNS rebinding:
+# a web site whose name now resolves to 127.0.0.1) sees one line and nothing else. Widget
+# callbacks and fragments of this session run only once this script has created them, which it
+# never does past here, so no control works either (see ssp.ui.access).
+_refusal = host_refusal(st.context.headers.to_dict(), st.get_option("server.allowedHosts") or ())
+if _refusal:
+    st.text(_refusal)
+    st.stop()
+
 ctl: Controller = shared_controller()
 
 
@@ -98,6 +110,12 @@ with st.sidebar:
         )
     elif not secret:
         st.error("Enter a shared secret.")
+    elif len(secret) < SHORT_SECRET_CHARS:
+        st.warning(
+            f"This secret has {len(secret)} characters. It is the only thing between the network "
+            f"and the folder: use at least {SHORT_SECRET_CHARS}, better a passphrase.",
+            icon=":material/warning:",
+        )
     host = st.text_input(
         "Host",
         value="localhost",
@@ -204,7 +222,7 @@ def server_panel() -> None:
         width="stretch",
     )
     if snap.error and snap.state == "stopped":
-        st.error(snap.error, icon=":material/error:")
+        st.error(markdown_literal(snap.error), icon=":material/error:")
     if snap.running and (snap.host, snap.port, snap.folder) != (
         server_settings.host,
         server_settings.port,
@@ -304,7 +322,9 @@ def client_panel() -> None:
     snap: SyncSnapshot = ctl.sync.snapshot()
     server = ctl.server.snapshot()
     status_col, start_col, stop_col = st.columns([3, 1, 1], vertical_alignment="center")
-    detail = f" {snap.details}" if snap.details and snap.state != "failed" else ""
+    # Engine and peer text (statuses, errors, the server's file names) is shown literally:
+    # Markdown in it (a link, a remote image) must never render (see ssp.text).
+    detail = f" {markdown_literal(snap.details)}" if snap.details and snap.state != "failed" else ""
     status_col.markdown(f"**Status:** {SYNC_BADGES[snap.state]}{detail}")
     same_folder = (
         server.running
@@ -333,7 +353,7 @@ def client_panel() -> None:
             icon=":material/warning:",
         )
     if snap.state == "failed" and snap.error:
-        st.error(snap.error, icon=":material/error:")
+        st.error(markdown_literal(snap.error), icon=":material/error:")
     elif snap.state == "cancelled":
         st.info(
             "Sync stopped. Files already received are kept; Start Sync resumes.",
@@ -348,9 +368,9 @@ def client_panel() -> None:
         text=f"Sync progress: {percent}% · {snap.files_done}/{snap.files_total} files · "
         f"{human_bytes(snap.bytes_done)} of {human_bytes(snap.bytes_total)}",
     )
-    current = snap.file_path or "none yet"
+    current = markdown_literal(snap.file_path) if snap.file_path else "none yet"
     chunks = f" · chunk {snap.chunk_index}/{snap.total_chunks}" if snap.total_chunks else ""
-    st.progress(snap.file_fraction, text=f"Current file: `{current}`{chunks}")
+    st.progress(snap.file_fraction, text=f"Current file: {current}{chunks}")
     eta = f" · {human_duration(snap.eta_s)} left" if snap.active and snap.eta_s else ""
     st.caption(f"Rate: {human_rate(snap.rate_bps)}{eta}")
 

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import HOST, assert_synced, free_port, payload, write_file
+from conftest import HOST, assert_synced, free_port, payload, streamlit_server, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,66 +32,11 @@ SECRET = "a long secret only these two folders share"
 HANG_S = 60
 
 
-def healthy(url: str) -> bool:
-    """Whether Streamlit's health endpoint answers (a refused connection: not yet)."""
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def streamlit_app(tmp_path: Path) -> Iterator[str]:
     """``streamlit run streamlit_app.py`` on a free 127.0.0.1 port; yields its URL."""
-    port = free_port()
-    home = tmp_path / "home"  # the page creates ~/SSP_Sync: keep it out of the real home
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
-    log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(ROOT / "streamlit_app.py"),
-                "--server.port",
-                str(port),
-                "--server.address",
-                HOST,
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + HANG_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited {proc.returncode}:\n{log_path.read_text()}")
-            if healthy(url):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit never became healthy:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(HANG_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(HANG_S)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+    with streamlit_server(tmp_path) as (port, _log):
+        yield f"http://{HOST}:{port}"
 
 
 def launch_chromium():
