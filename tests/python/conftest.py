@@ -517,9 +517,9 @@ def streamlit_server(
 
 __all__ = [
     "AWKWARD_NAMES",
-    "HOSTILE_TEXT",
     "CHUNK_SIZE",
     "HOST",
+    "HOSTILE_TEXT",
     "SECRET",
     "SIZES",
     "PullResult",

@@ -16,7 +16,7 @@ from ssp import cli
 from ssp.text import PRINTABLE_MAX_CHARS, PrintableFormatter, markdown_literal, printable
 from ssp.ui import LogBuffer, close_shared_controller
 
-from conftest import HOSTILE_TEXT, HOST, SECRET, error_server, run_client
+from conftest import HOST, HOSTILE_TEXT, SECRET, error_server, run_client
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app.py"
 # Bounds a hang, never a speed.
@@ -120,7 +120,9 @@ def test_printable_formatter_keeps_a_traceback_on_one_line():
 
 def test_page_log_buffer_escapes_peer_text():
     buffer = LogBuffer()
-    record = logging.LogRecord("ssp.client", logging.WARNING, __file__, 1, "%s", (HOSTILE_TEXT,), None)
+    record = logging.LogRecord(
+        "ssp.client", logging.WARNING, __file__, 1, "%s", (HOSTILE_TEXT,), None
+    )
     buffer.emit(record)
     (line,) = buffer.lines("client")
     assert not CONTROL.search(line), repr(line)
@@ -135,7 +137,9 @@ def shown_markdown(at: AppTest) -> list[str]:
     return [str(p) for p in parts]
 
 
-def test_page_shows_a_hostile_servers_error_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_page_shows_a_hostile_servers_error_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("HOME", str(tmp_path))
     close_shared_controller()
     try:
