@@ -466,7 +466,7 @@ def streamlit_server(
     """
     port = free_port()
     home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
     log_path = tmp_path / f"streamlit-{port}.log"
     with log_path.open("w") as log:
