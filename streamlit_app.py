@@ -9,6 +9,7 @@ threads never touch ``st.session_state``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import altair as alt
@@ -32,7 +33,7 @@ from ssp.ui import (
     list_folder,
     shared_controller,
 )
-from ssp.ui.access import host_refusal
+from ssp.ui.access import TOKEN_ENV, TOKEN_PARAM, host_refusal, token_refusal
 from ssp.ui.folder import ensure_folder
 from ssp.ui.humanize import UNKNOWN
 
@@ -53,7 +54,9 @@ st.set_page_config(page_title="SSP: SmartSync Protocol", page_icon=":material/sy
 # a web site whose name now resolves to 127.0.0.1) sees one line and nothing else. Widget
 # callbacks and fragments of this session run only once this script has created them, which it
 # never does past here, so no control works either (see ssp.ui.access).
-_refusal = host_refusal(st.context.headers.to_dict(), st.get_option("server.allowedHosts") or ())
+_refusal = host_refusal(
+    st.context.headers.to_dict(), st.get_option("server.allowedHosts") or ()
+) or token_refusal(os.environ.get(TOKEN_ENV), st.query_params.get(TOKEN_PARAM))
 if _refusal:
     st.text(_refusal)
     st.stop()

@@ -456,10 +456,11 @@ def streamlit_healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def streamlit_server(
-    tmp_path: Path, *extra: str, cwd: Path = REPO
+    tmp_path: Path, *extra: str, cwd: Path = REPO, env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, Path]]:
     """``streamlit run streamlit_app.py [extra]`` on a free 127.0.0.1 port, run from ``cwd``
-    (the repository, whose ``.streamlit/config.toml`` applies); yields (port, log path).
+    (the repository, whose ``.streamlit/config.toml`` applies) with ``env`` added to the
+    environment; yields (port, log path).
 
     ``HOME`` is a folder under ``tmp_path``: the page creates ``~/SSP_Sync``. The log must hold
     no traceback when the page stops.
@@ -467,7 +468,7 @@ def streamlit_server(
     port = free_port()
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+    env = {**os.environ, **(env or {}), "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
     log_path = tmp_path / f"streamlit-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -520,6 +521,7 @@ __all__ = [
     "CHUNK_SIZE",
     "HOST",
     "HOSTILE_TEXT",
+    "REPO",
     "SECRET",
     "SIZES",
     "PullResult",
@@ -538,6 +540,7 @@ __all__ = [
     "snapshot",
     "ssp",
     "statuses_of",
+    "streamlit_healthy",
     "streamlit_server",
     "write_file",
 ]

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,9 +25,9 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from websockets.sync.client import ClientConnection, connect
 
-from ssp.ui.access import host_refusal
+from ssp.ui.access import TOKEN_ENV, TOKEN_PARAM, host_refusal, token_refusal
 
-from conftest import HOST, streamlit_server
+from conftest import HOST, REPO, free_port, streamlit_healthy, streamlit_server
 
 # Bounds a hang, never a speed.
 HANG_S = 60
@@ -138,12 +142,15 @@ def page_session(port: int, name: str) -> Iterator[ClientConnection]:
 
 
 def run_page(
-    ws: ClientConnection, widgets: Sequence[WidgetState] = (), fragment_id: str = ""
+    ws: ClientConnection,
+    widgets: Sequence[WidgetState] = (),
+    fragment_id: str = "",
+    query: str = "",
 ) -> list[ForwardMsg]:
-    """Ask for a script run (with ``widgets`` as the browser's widget states); return every
-    message up to the run's end."""
+    """Ask for a script run (with ``widgets`` as the browser's widget states and ``query`` as
+    its address's query string); return every message up to the run's end."""
     state = ClientState(
-        query_string="",
+        query_string=query,
         page_script_hash="",
         widget_states=WidgetStates(widgets=list(widgets)),
         fragment_id=fragment_id,
@@ -213,3 +220,90 @@ def test_the_page_shows_another_host_only_a_refusal_and_obeys_no_control(tmp_pat
             after = elements(run_page(honest))
         statuses = [text for kind, _, text in after if kind == "markdown" and "Status" in text]
         assert any("Stopped" in text for text in statuses), statuses
+
+
+# -- the access token per launch -----------------------------------------------------------
+
+TOKEN_CASES = [
+    # (expected, offered, allowed?)
+    pytest.param(None, None, True, id="no-token-configured"),
+    pytest.param("", "anything", True, id="empty-means-none"),
+    pytest.param("s3cr3t-token", "s3cr3t-token", True, id="right"),
+    pytest.param("s3cr3t-token", None, False, id="missing"),
+    pytest.param("s3cr3t-token", "", False, id="empty"),
+    pytest.param("s3cr3t-token", "s3cr3t-tokeN", False, id="wrong"),
+    pytest.param("s3cr3t-token", "s3cr3t-token-and-more", False, id="longer"),
+    pytest.param("s3cr3t-token", "ünïcödé", False, id="non-ascii"),
+]
+
+
+@pytest.mark.parametrize(("expected", "offered", "allowed"), TOKEN_CASES)
+def test_token_refusal_table(expected: str | None, offered: str | None, allowed: bool):
+    refusal = token_refusal(expected, offered)
+    assert (refusal is None) is allowed, refusal
+    if refusal:
+        assert "python -m ssp.ui" in refusal
+        assert not offered or offered not in refusal  # a guess is not echoed back
+
+
+def page_kinds(port: int, query: str = "") -> list[str]:
+    with page_session(port, "localhost") as ws:
+        return [kind for kind, _, _ in elements(run_page(ws, query=query))]
+
+
+def test_with_a_token_the_page_needs_it_in_its_address(tmp_path: Path):
+    token = "a-token-for-this-test-only"
+    with streamlit_server(tmp_path, env={TOKEN_ENV: token}) as (port, _log):
+        assert page_kinds(port) == ["text"]
+        assert page_kinds(port, f"{TOKEN_PARAM}=wrong") == ["text"]
+        assert page_kinds(port, f"{TOKEN_PARAM}={token}x") == ["text"]
+        full = page_kinds(port, f"{TOKEN_PARAM}={token}")
+        assert "button" in full and "text_input" in full, full
+
+
+def test_the_launcher_prints_the_one_link_that_opens_the_page(tmp_path: Path):
+    """``python -m ssp.ui`` (run from the repository) starts the page with a fresh token and
+    prints ``http://localhost:PORT/?token=...``; that link opens the page, the bare one not."""
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ssp.ui",
+            "--server.port",
+            str(port),
+            "--server.address",
+            HOST,
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env={**os.environ, "HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(rf"ssp-ui: open http://localhost:{port}/\?token=([\w-]+)\n", line)
+        assert match, line
+        assert match[1] not in " ".join(proc.args)  # never on the command line
+        deadline = time.monotonic() + HANG_S
+        while not streamlit_healthy(f"http://{HOST}:{port}"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.2)
+        assert page_kinds(port) == ["text"]
+        assert "button" in page_kinds(port, f"token={match[1]}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(HANG_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(HANG_S)
+        if proc.stdout is not None:
+            proc.stdout.close()

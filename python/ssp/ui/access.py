@@ -6,21 +6,39 @@ browser then treats the page on ``http://attacker.example:8501`` as that site's 
 WebSocket in. The name in Host is what gives it away: the page answers only to loopback names
 and to the names the user listed deliberately in Streamlit's ``server.allowedHosts``.
 
-Two layers use this rule: ``.streamlit/config.toml`` sets ``server.allowedHosts`` so Streamlit
+A second, optional lock is an access token per launch, as Jupyter's: ``python -m ssp.ui``
+starts the page with a random token in ``SSP_UI_TOKEN`` and prints the one link that opens it
+(``http://localhost:8501/?token=...``); every run of the page then needs that token in its
+address (:func:`token_refusal`), which keeps out other users of the same machine, who can reach
+its loopback port too. ``streamlit run streamlit_app.py`` alone sets no token.
+
+Two layers use the Host rule: ``.streamlit/config.toml`` sets ``server.allowedHosts`` so Streamlit
 refuses such a WebSocket outright, and the page calls :func:`host_refusal` before it draws or
 runs anything, which also holds when that file is not read or the option is widened to ``*``.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["LOOPBACK_NAMES", "host_refusal", "hostname_of"]
+__all__ = [
+    "LOOPBACK_NAMES",
+    "TOKEN_ENV",
+    "TOKEN_PARAM",
+    "host_refusal",
+    "hostname_of",
+    "token_refusal",
+]
 
 LOOPBACK_NAMES = ("localhost",)
 """Names always allowed besides loopback addresses (``127.0.0.0/8``, ``::1``)."""
+TOKEN_ENV = "SSP_UI_TOKEN"
+"""The environment variable that holds this launch's access token (unset: no token needed)."""
+TOKEN_PARAM = "token"
+"""The query parameter of the page's address that carries the access token."""
 
 
 def hostname_of(authority: str) -> str | None:
@@ -95,3 +113,19 @@ def host_refusal(headers: Mapping[str, str], allowed_hosts: Iterable[str] = ()) 
                 f"Streamlit's server.allowedHosts (see README, Web interface)."
             )
     return None
+
+
+def token_refusal(expected: str | None, offered: str | None) -> str | None:
+    """Why a run whose address carries ``offered`` as its token must not see the page, or None.
+
+    No ``expected`` token (the page was started without one) lets every run in; otherwise the
+    two must be equal (compared in constant time).
+    """
+    if not expected:
+        return None
+    if offered is not None and hmac.compare_digest(offered.encode(), expected.encode()):
+        return None
+    return (
+        "This page needs its access link: open the http://localhost:PORT/?token=... address "
+        "that `python -m ssp.ui` printed where the page was started."
+    )
