@@ -16,7 +16,7 @@ from ssp import cli
 from ssp.text import PRINTABLE_MAX_CHARS, PrintableFormatter, markdown_literal, printable
 from ssp.ui import LogBuffer, close_shared_controller
 
-from conftest import HOST, HOSTILE_TEXT, SECRET, error_server, run_client
+from conftest import HOST, HOSTILE_TEXT, SECRET, error_server, pull, run_client
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app.py"
 # Bounds a hang, never a speed.
@@ -167,3 +167,15 @@ def test_page_shows_a_hostile_servers_error_as_text(
             assert not CONTROL.search(source.replace("\n", "")), repr(source)  # ours: lists
     finally:
         close_shared_controller()
+
+
+def test_api_reports_a_hostile_servers_error_as_one_printable_line(tmp_path: Path):
+    """``SSPClient.last_error`` and the status callback's details, which scripts print and log,
+    carry the server's words escaped."""
+    with error_server() as port:
+        result = pull(tmp_path / "client", port)
+    assert not result.ok
+    shown = [result.client.last_error or "", *(details for _, details in result.statuses)]
+    assert any("pwned" in text for text in shown), shown
+    for text in shown:
+        assert not CONTROL.search(text), repr(text)
