@@ -107,8 +107,9 @@ with st.sidebar:
     )
     if secret == DEFAULT_SECRET:
         st.warning(
-            "You are using the default secret `default_secret_key`. Anyone who knows SSP knows "
-            "it: change it (on both machines) before serving anything private.",
+            f"You are using the default secret `{DEFAULT_SECRET}`. Anyone who knows SSP knows "
+            "it, and the server refuses it on any address but this machine's: change it (on "
+            "both machines) before serving anything.",
             icon=":material/warning:",
         )
     elif not secret:
