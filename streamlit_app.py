@@ -9,6 +9,7 @@ threads never touch ``st.session_state``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import altair as alt
@@ -16,6 +17,8 @@ import streamlit as st
 
 import ssp
 from ssp import _native
+from ssp.server import DEFAULT_SECRET, SHORT_SECRET_CHARS
+from ssp.text import markdown_literal
 from ssp.ui import (
     ClientSettings,
     Controller,
@@ -30,10 +33,10 @@ from ssp.ui import (
     list_folder,
     shared_controller,
 )
+from ssp.ui.access import TOKEN_ENV, TOKEN_PARAM, host_refusal, token_refusal
 from ssp.ui.folder import ensure_folder
 from ssp.ui.humanize import UNKNOWN
 
-DEFAULT_SECRET = "default_secret_key"
 DEFAULT_FOLDER = "~/SSP_Sync"
 LOG_LINES_SHOWN = 200
 CHUNK_SIZES = sorted(
@@ -46,6 +49,18 @@ CHUNK_SIZES = sorted(
 )
 
 st.set_page_config(page_title="SSP: SmartSync Protocol", page_icon=":material/sync:", layout="wide")
+
+# Before anything else runs: a page reached by a name that is not this machine's (DNS rebinding:
+# a web site whose name now resolves to 127.0.0.1) sees one line and nothing else. Widget
+# callbacks and fragments of this session run only once this script has created them, which it
+# never does past here, so no control works either (see ssp.ui.access).
+_refusal = host_refusal(
+    st.context.headers.to_dict(), st.get_option("server.allowedHosts") or ()
+) or token_refusal(os.environ.get(TOKEN_ENV), st.query_params.get(TOKEN_PARAM))
+if _refusal:
+    st.text(_refusal)
+    st.stop()
+
 ctl: Controller = shared_controller()
 
 
@@ -92,12 +107,19 @@ with st.sidebar:
     )
     if secret == DEFAULT_SECRET:
         st.warning(
-            "You are using the default secret `default_secret_key`. Anyone who knows SSP knows "
-            "it: change it (on both machines) before serving anything private.",
+            f"You are using the default secret `{DEFAULT_SECRET}`. Anyone who knows SSP knows "
+            "it, and the server refuses it on any address but this machine's: change it (on "
+            "both machines) before serving anything.",
             icon=":material/warning:",
         )
     elif not secret:
         st.error("Enter a shared secret.")
+    elif len(secret) < SHORT_SECRET_CHARS:
+        st.warning(
+            f"This secret has {len(secret)} characters. It is the only thing between the network "
+            f"and the folder: use at least {SHORT_SECRET_CHARS}, better a passphrase.",
+            icon=":material/warning:",
+        )
     host = st.text_input(
         "Host",
         value="localhost",
@@ -204,7 +226,7 @@ def server_panel() -> None:
         width="stretch",
     )
     if snap.error and snap.state == "stopped":
-        st.error(snap.error, icon=":material/error:")
+        st.error(markdown_literal(snap.error), icon=":material/error:")
     if snap.running and (snap.host, snap.port, snap.folder) != (
         server_settings.host,
         server_settings.port,
@@ -304,7 +326,9 @@ def client_panel() -> None:
     snap: SyncSnapshot = ctl.sync.snapshot()
     server = ctl.server.snapshot()
     status_col, start_col, stop_col = st.columns([3, 1, 1], vertical_alignment="center")
-    detail = f" {snap.details}" if snap.details and snap.state != "failed" else ""
+    # Engine and peer text (statuses, errors, the server's file names) is shown literally:
+    # Markdown in it (a link, a remote image) must never render (see ssp.text).
+    detail = f" {markdown_literal(snap.details)}" if snap.details and snap.state != "failed" else ""
     status_col.markdown(f"**Status:** {SYNC_BADGES[snap.state]}{detail}")
     same_folder = (
         server.running
@@ -333,7 +357,7 @@ def client_panel() -> None:
             icon=":material/warning:",
         )
     if snap.state == "failed" and snap.error:
-        st.error(snap.error, icon=":material/error:")
+        st.error(markdown_literal(snap.error), icon=":material/error:")
     elif snap.state == "cancelled":
         st.info(
             "Sync stopped. Files already received are kept; Start Sync resumes.",
@@ -348,9 +372,9 @@ def client_panel() -> None:
         text=f"Sync progress: {percent}% · {snap.files_done}/{snap.files_total} files · "
         f"{human_bytes(snap.bytes_done)} of {human_bytes(snap.bytes_total)}",
     )
-    current = snap.file_path or "none yet"
+    current = markdown_literal(snap.file_path) if snap.file_path else "none yet"
     chunks = f" · chunk {snap.chunk_index}/{snap.total_chunks}" if snap.total_chunks else ""
-    st.progress(snap.file_fraction, text=f"Current file: `{current}`{chunks}")
+    st.progress(snap.file_fraction, text=f"Current file: {current}{chunks}")
     eta = f" · {human_duration(snap.eta_s)} left" if snap.active and snap.eta_s else ""
     st.caption(f"Rate: {human_rate(snap.rate_bps)}{eta}")
 

@@ -88,9 +88,27 @@ def _build_parser(prog: str, role: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_secret_file(parser: argparse.ArgumentParser, path: str) -> str:
+def _secret_file_problem(path: str, mode: int) -> str | None:
+    """Why a secret file with permission bits ``mode`` must not be used, or None.
+
+    As ssh refuses a private key that others can read: a secret the group or others can read
+    (or replace) is no secret. Windows has no such bits; its ACLs are not checked here.
+    """
+    if os.name == "nt" or not mode & 0o077:
+        return None
+    return (
+        f"secret file {path} is accessible by others (mode {mode & 0o777:04o}); "
+        f"run: chmod 600 {path}"
+    )
+
+
+def _read_secret_file(parser: argparse.ArgumentParser, path: str, prog: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
+            # The mode of the file actually opened, not of whatever the path names later.
+            problem = _secret_file_problem(path, os.fstat(handle.fileno()).st_mode)
+            if problem:
+                raise SystemExit(_fail(prog, problem))
             secret = handle.readline().rstrip("\r\n")
     except OSError as exc:
         parser.error(f"cannot read secret file {path}: {exc.strerror or exc}")
@@ -112,7 +130,7 @@ def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
     if ns.secret_file:
         if len(positional) == 4:
             parser.error("SECRET given both on the command line and by --secret-file")
-        secret = _read_secret_file(parser, ns.secret_file)
+        secret = _read_secret_file(parser, ns.secret_file, prog)
     elif os.environ.get("SSP_SECRET"):
         secret = os.environ["SSP_SECRET"]
     if secret is None or len(positional) == 4:
@@ -165,15 +183,22 @@ def _setup_logging(settings: Settings, default_level: int) -> None:
         level = logging.CRITICAL
     else:
         level = default_level
+    from ssp.text import PrintableFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # One line per record with control characters escaped: peer text cannot forge lines.
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split()) or "unknown error"
+    """``text`` as one printable line: it may carry a peer's words (an ERROR frame's message),
+    which must not reach the terminal with its escape sequences."""
+    from ssp.text import printable
+
+    return printable(" ".join(str(text).split())) or "unknown error"
 
 
 def _fail(prog: str, reason: object, code: int = 1) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ssp import _native
+from ssp.text import printable
 
 __all__ = ["STATUSES", "ProgressCallback", "SSPClient", "StatusCallback"]
 
@@ -101,7 +102,10 @@ class SSPClient:
 
     def _dispatch(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "status":
-            self._emit_status(str(payload.get("status", "")), str(payload.get("details", "")))
+            # Details may quote the server (an ERROR's message): one printable line from here on,
+            # for callbacks and logs alike (see ssp.text).
+            details = printable(payload.get("details", ""))
+            self._emit_status(str(payload.get("status", "")), details)
         elif kind == "progress":
             self._emit_progress(dict(payload))
         else:
@@ -180,7 +184,7 @@ class SSPClient:
         return True
 
     async def _fail(self, exc: BaseException, status: str) -> None:
-        self.last_error = str(exc) or type(exc).__name__
+        self.last_error = printable(exc) or type(exc).__name__
         logger.debug("%s: %s", status, self.last_error)
         await self._drain()
         # The engine usually reported the failure itself; report it only if it did not.

@@ -8,6 +8,7 @@ thread may run ``asyncio.run(server.start())`` while another runs ``asyncio.run(
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 from pathlib import Path
@@ -16,9 +17,45 @@ from typing import Any
 from ssp import _native
 from ssp.protocol import CHUNK_SIZE
 
-__all__ = ["SSPServer"]
+__all__ = ["DEFAULT_SECRET", "SHORT_SECRET_CHARS", "SSPServer", "exposure_problem"]
 
 logger = logging.getLogger("ssp.server")
+
+DEFAULT_SECRET: str = getattr(_native, "DEFAULT_SECRET", "default_secret_key")
+"""The original SSP's default secret, which anyone who knows SSP knows (the engine's constant
+once it exports one, so the name is defined in Rust only)."""
+SHORT_SECRET_CHARS = 12
+"""Secrets shorter than this many characters are warned about (the engine warns in its log)."""
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip().lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(secret: str, host: str) -> str | None:
+    """Why serving on ``host`` with ``secret`` is refused, or None.
+
+    An empty secret is refused anywhere; the default one beyond loopback (a name other than
+    ``localhost`` counts as beyond, since it may resolve to a public address).
+
+    A thin stand-in for the engine's own refusal (issue 6, item 3): the rule belongs in Rust,
+    and this goes once the engine refuses at bind.
+    """
+    how = "--secret-file PATH, SSP_SECRET, or the page's Shared secret field"
+    if not secret:
+        return f"the shared secret is empty: set one ({how})"
+    if secret == DEFAULT_SECRET and not _is_loopback(host):
+        return (
+            f"refusing to serve on {host} with the default secret {DEFAULT_SECRET!r}, which "
+            f"anyone can guess: set a secret of your own ({how})"
+        )
+    return None
 
 
 class SSPServer:
@@ -77,8 +114,12 @@ class SSPServer:
     async def bind(self) -> int:
         """Create the folder if missing and bind the listener; return the bound port.
 
-        Raises :class:`ssp.errors.AddressInUseError` or :class:`ssp.errors.FolderError`.
+        Raises :class:`ssp.errors.AddressInUseError` or :class:`ssp.errors.FolderError`, or
+        :class:`ssp.errors.SSPError` for a secret :func:`exposure_problem` refuses.
         """
+        problem = exposure_problem(self.shared_secret, self.host)
+        if problem:
+            raise _native.SSPError(problem)
         with self._lock:
             if self._stopped:
                 self._native = self._new_native()

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,10 +385,143 @@ def one_error_line(stderr: str, prog: str) -> str:
     return lines[0]
 
 
+# -- a hostile server ----------------------------------------------------------------------
+
+# What a server can answer HELLO with, before any secret is checked: Markdown that would render
+# a link and a remote image, an escape sequence that retitles the terminal (OSC 0 ... BEL), one
+# that paints a fake green "synced", and a newline that starts a forged log line.
+HOSTILE_TEXT = (
+    "[link](http://x) ![img](http://x/i.png) \x1b]0;pwned\x07 \x1b[32msynced\x1b[0m"
+    "\n forged authenticated"
+)
+FRAME_TYPE_ERROR = 8
+
+
+@contextlib.contextmanager
+def error_server(message: str = HOSTILE_TEXT) -> Iterator[int]:
+    """A fake SSP server on 127.0.0.1 that answers every HELLO with ``ERROR {"code": "io",
+    "message": message}`` (docs/protocol.md: u32 BE length, type byte, JSON) and hangs up;
+    yields its port."""
+    import json
+    import struct
+
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    body = bytes([FRAME_TYPE_ERROR]) + json.dumps({"code": "io", "message": message}).encode()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the accept timeout: look at `stop` again
+                continue
+            with conn:
+                conn.settimeout(HANG_S)
+                with contextlib.suppress(OSError):
+                    header = conn.recv(4, socket.MSG_WAITALL)
+                    (length,) = struct.unpack(">I", header)
+                    conn.recv(min(length, 1 << 16), socket.MSG_WAITALL)  # the client's HELLO
+                    conn.sendall(struct.pack(">I", len(body)) + body)
+
+    thread = threading.Thread(target=serve, name="ssp-test-error-server", daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(HANG_S)
+        listener.close()
+
+
+# -- the web page under `streamlit run` ----------------------------------------------------
+
+STREAMLIT_APP = REPO / "streamlit_app.py"
+# Bounds the page's start-up, never a speed.
+STREAMLIT_START_S = 60
+
+
+def streamlit_healthy(url: str) -> bool:
+    """Whether Streamlit's health endpoint answers (a refused connection: not yet)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def streamlit_server(
+    tmp_path: Path, *extra: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, Path]]:
+    """``streamlit run streamlit_app.py [extra]`` on a free 127.0.0.1 port, run from ``cwd``
+    (the repository, whose ``.streamlit/config.toml`` applies) with ``env`` added to the
+    environment; yields (port, log path).
+
+    ``HOME`` is a folder under ``tmp_path``: the page creates ``~/SSP_Sync``. The log must hold
+    no traceback when the page stops.
+    """
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(env or {}), "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+    log_path = tmp_path / f"streamlit-{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(STREAMLIT_APP),
+                "--server.port",
+                str(port),
+                "--server.address",
+                HOST,
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                *extra,
+            ],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + STREAMLIT_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited {proc.returncode}:\n{log_path.read_text()}")
+            if streamlit_healthy(url):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit never became healthy:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield port, log_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STREAMLIT_START_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STREAMLIT_START_S)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
 __all__ = [
     "AWKWARD_NAMES",
     "CHUNK_SIZE",
     "HOST",
+    "HOSTILE_TEXT",
+    "REPO",
     "SECRET",
     "SIZES",
     "PullResult",
@@ -396,6 +530,7 @@ __all__ = [
     "assert_synced",
     "cli_env",
     "client_command",
+    "error_server",
     "file_digest",
     "free_port",
     "one_error_line",
@@ -405,5 +540,7 @@ __all__ = [
     "snapshot",
     "ssp",
     "statuses_of",
+    "streamlit_healthy",
+    "streamlit_server",
     "write_file",
 ]

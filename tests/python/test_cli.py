@@ -108,6 +108,7 @@ def test_cli_secret_from_file_and_from_environment(tmp_path, cli_server):
     write_file(src, "s.txt", b"secret stuff")
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)  # as ssh wants of a key: see test_secrets.py
     server = cli_server(src, secret=None, extra=("--secret-file", str(secret_file)))
     assert SECRET not in " ".join(server.proc.args)
 

@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import HOST, assert_synced, free_port, payload, write_file
+from conftest import (
+    HOST,
+    assert_synced,
+    error_server,
+    free_port,
+    payload,
+    streamlit_server,
+    write_file,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,66 +40,11 @@ SECRET = "a long secret only these two folders share"
 HANG_S = 60
 
 
-def healthy(url: str) -> bool:
-    """Whether Streamlit's health endpoint answers (a refused connection: not yet)."""
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def streamlit_app(tmp_path: Path) -> Iterator[str]:
     """``streamlit run streamlit_app.py`` on a free 127.0.0.1 port; yields its URL."""
-    port = free_port()
-    home = tmp_path / "home"  # the page creates ~/SSP_Sync: keep it out of the real home
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
-    log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(ROOT / "streamlit_app.py"),
-                "--server.port",
-                str(port),
-                "--server.address",
-                HOST,
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + HANG_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited {proc.returncode}:\n{log_path.read_text()}")
-            if healthy(url):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit never became healthy:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(HANG_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(HANG_S)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+    with streamlit_server(tmp_path) as (port, _log):
+        yield f"http://{HOST}:{port}"
 
 
 def launch_chromium():
@@ -189,3 +138,94 @@ def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path
     if os.environ.get("SSP_UPDATE_SCREENSHOT"):
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(OUTPUT / "ui-client.png", README_SCREENSHOT)
+
+
+REBOUND = "attacker.example"
+
+
+def test_a_rebound_name_gets_no_page_in_the_browser(tmp_path: Path):
+    """DNS rebinding in a real browser: Chromium resolves attacker.example to 127.0.0.1, as a
+    rebound name would. Under the repository's config Streamlit refuses the page's WebSocket,
+    so nothing of the page appears; with Streamlit's allow-list widened to ``*`` the page's own
+    check shows one line and no tab. At http://localhost the page works."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with launch_chromium() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(HANG_S * 1000)
+        try:
+            with streamlit_server(tmp_path / "default") as (port, _log):
+                sockets: list = []
+
+                def opened(ws) -> None:
+                    sockets.append(ws)
+
+                page.on("websocket", opened)
+                page.goto(f"http://{REBOUND}:{port}")
+                # Streamlit's page skeleton loads; its WebSocket is refused (and retried).
+                deadline = time.monotonic() + HANG_S
+                while sum(ws.is_closed() for ws in sockets) < 2:
+                    assert time.monotonic() < deadline, f"no WebSocket refused: {sockets}"
+                    page.wait_for_timeout(200)
+                page.remove_listener("websocket", opened)
+                page.screenshot(path=str(OUTPUT / "ui-rebound-refused.png"))
+                assert page.get_by_role("tab").count() == 0
+                assert page.get_by_text("SmartSync Protocol").count() == 0
+                assert page.get_by_role("button", name="Start Server").count() == 0
+
+                page.goto(f"http://localhost:{port}")
+                page.get_by_role("tab", name="Server").wait_for()
+                page.get_by_role("button", name="Start Server").wait_for()
+
+            with streamlit_server(tmp_path / "star", "--server.allowedHosts", "*") as (port, _):
+                page.goto(f"http://{REBOUND}:{port}")
+                page.get_by_text("This page answers only at http://localhost").wait_for()
+                page.screenshot(path=str(OUTPUT / "ui-rebound-page-refusal.png"))
+                assert page.get_by_role("tab").count() == 0
+                assert page.get_by_text("SmartSync Protocol").count() == 0
+                assert page.get_by_role("button").filter(has_text="Start").count() == 0
+        except Exception:
+            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
+            print(f"page text at the failure:\n{page.inner_text('body')}")
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_hostile_servers_error_shows_as_text_in_the_browser(streamlit_app: str, tmp_path: Path):
+    """A server answers HELLO with an ERROR whose message is Markdown and escape sequences: the
+    Client tab shows it character for character, with no link and no remote image."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with error_server() as bad_port, launch_chromium() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(HANG_S * 1000)
+        try:
+            page.goto(streamlit_app)
+            page.get_by_text("SmartSync Protocol").first.wait_for()
+            fill(page, "Shared secret", SECRET)
+            page.get_by_role("tab", name="Client").click()
+            fill(page, "Server host", HOST)
+            fill(page, "Server port", str(bad_port), role="spinbutton")
+            fill(page, "Client folder", str(tmp_path / "client"))
+            page.get_by_role("button", name="Start Sync").click()
+            # The error alert (the log box below shows the same line in a code block).
+            alert = page.locator('[data-testid="stAlertContentError"]')
+            alert.filter(has_text="[link](http://x) ![img](http://x/i.png)").first.wait_for()
+            page.get_by_text("Failed").first.wait_for()
+            alert.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "ui-hostile-error.png"))
+            assert page.locator('a[href^="http://x"]').count() == 0
+            assert page.locator('img[src^="http://x"]').count() == 0
+            body = page.inner_text("body")
+            assert "\x1b" not in body and "\x07" not in body, repr(body[-500:])
+        except Exception:
+            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
+            print(f"page text at the failure:\n{page.inner_text('body')}")
+            raise
+        finally:
+            browser.close()

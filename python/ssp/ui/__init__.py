@@ -5,6 +5,9 @@ Layout:
 - :mod:`ssp.ui.humanize` formats sizes, rates and durations for people.
 - :mod:`ssp.ui.messages` turns engine errors into one actionable line each.
 - :mod:`ssp.ui.folder` lists a sync folder (files, sizes, modified times) and filters it.
+- :mod:`ssp.ui.access` decides who may drive the page: the Host/Origin check against DNS
+  rebinding and the optional access token per launch (``python -m ssp.ui``, see
+  :mod:`ssp.ui.__main__`).
 - :mod:`ssp.ui.controller` owns the server and the client, each in its own thread with its own
   event loop, and records logs, progress and throughput; the page only reads its snapshots.
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from ssp.client import SSPClient
 from ssp.server import SSPServer
+from ssp.text import LOG_LINE_MAX_CHARS, printable
 from ssp.ui.messages import explain, explain_client_failure
 
 __all__ = [
@@ -99,7 +100,10 @@ class LogBuffer(logging.Handler):
                 exc = record.exc_info[1]
                 message = f"{message} ({type(exc).__name__}: {exc})"
             stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-            line = f"{stamp} {record.levelname:<7} {record.name}: {message}"
+            # One line each, control characters escaped: a peer's text cannot forge a line.
+            line = printable(
+                f"{stamp} {record.levelname:<7} {record.name}: {message}", LOG_LINE_MAX_CHARS
+            )
         except Exception:
             self.handleError(record)
             return

@@ -60,6 +60,9 @@ def explain_client_failure(status: str | None, reason: str | None, *, host: str,
     text = (reason or "").strip()
     if status == "AUTH_FAILED":
         return _auth_failed(host, port)
+    if status == "CONNECTION_ERROR" and "peer reported" in text:
+        # It was reached and said no: its words (shown as text, see ssp.text) say why.
+        return f"The server at {host}:{port} ended the sync: {text}."
     if status == "CONNECTION_ERROR":
         return _unreachable(host, port, text or "connection failed")
     return f"Sync failed: {text or 'unknown error'}."
