@@ -1,6 +1,7 @@
 //! The engine: the server (accepting, authenticating and serving sessions), the client
 //! (connecting and pulling), and the shared folder context both sides scan through.
 
+pub mod admission;
 mod client;
 mod folder;
 mod pull;
@@ -24,8 +25,12 @@ pub struct PeerConfig {
     pub port: u16,
     pub chunk_size: usize,
     /// Time allowed for TCP connect (client) plus the whole handshake; a peer that takes
-    /// longer is disconnected (and, on the server, counted as a failed attempt).
+    /// longer is disconnected (and, on the server, counted as a failed attempt once it was
+    /// sent the reply that lets it test a guess).
     pub handshake_timeout: Duration,
+    /// Server only: time a new connection has to send its HELLO (at most `handshake_timeout`),
+    /// so silent connections give their permit back quickly.
+    pub hello_timeout: Duration,
 }
 
 impl PeerConfig {
@@ -43,6 +48,7 @@ impl PeerConfig {
             port,
             chunk_size: crate::protocol::DEFAULT_CHUNK_SIZE,
             handshake_timeout: Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+            hello_timeout: Duration::from_millis(crate::protocol::HELLO_TIMEOUT_MS),
         }
     }
 }
