@@ -233,21 +233,27 @@ async fn a_penalised_honest_client_is_told_to_wait_and_then_gets_in() {
 async fn an_honest_client_gets_in_while_32_addresses_flood_the_slots() {
     let _heavy = HEAVY.lock().await;
     raise_fd_limit(4096);
-    let (_base, server) = Running::serving_f(Duration::from_secs(10)).await;
+    let base = tempfile::tempdir().unwrap();
+    common::write(base.path(), "f", b"x");
+    // Default timeouts: 2 s for HELLO, 10 s for the handshake (the honest client's too).
+    let server = Running::start_with(ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0)).await;
     let port = server.port;
     let stop = tokio_util::sync::CancellationToken::new();
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut flooders = Vec::new();
     // 32 addresses × 16 silent connections = every one of the server's 512 permits, each
     // reconnecting as soon as the server drops it.
     for a in 0..32u8 {
         for _ in 0..16 {
             let stop = stop.clone();
+            let connected = connected.clone();
             flooders.push(tokio::spawn(async move {
                 while !stop.is_cancelled() {
                     let Ok(mut s) = connect_from(loopback(10 + a), port).await else {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
+                    connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut buf = [0u8; 64];
                     tokio::select! {
                         _ = s.read(&mut buf) => {}
@@ -257,7 +263,12 @@ async fn an_honest_client_gets_in_while_32_addresses_flood_the_slots() {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("512 flooding connections", || {
+        connected.load(std::sync::atomic::Ordering::Relaxed) >= 512
+    })
+    .await;
+    // Let the server accept them: every permit is now held by a silent connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     assert_a_client_syncs(port, &["f"]).await;
     eprintln!(
