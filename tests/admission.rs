@@ -465,3 +465,25 @@ async fn unsafe_secrets_never_listen_and_an_empty_one_never_connects() {
     let e = client.connect(None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
 }
+
+#[tokio::test]
+async fn honest_clients_behind_one_address_authenticate_at_once() {
+    let (_base, server) = Running::serving_f(Duration::from_secs(10)).await;
+    let dsts: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let clients: Vec<Client> = dsts
+        .iter()
+        .map(|d| {
+            Client::new(ClientConfig::new(
+                SECRET,
+                d.path(),
+                "127.0.0.1",
+                server.port,
+            ))
+        })
+        .collect();
+    let results = futures_util::future::join_all(clients.iter().map(|c| c.connect(None))).await;
+    for r in results {
+        r.unwrap();
+    }
+    server.stop().await;
+}

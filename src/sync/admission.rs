@@ -130,7 +130,10 @@ impl fmt::Display for Refusal {
 /// What is remembered about a source that failed.
 #[derive(Debug, Clone, Copy)]
 struct FailureRecord {
+    /// Failed guesses, including those still in flight (counted in advance).
     failures: u32,
+    /// Guesses sent a reply whose handshake has not ended yet.
+    in_flight: u32,
     last_failure: Instant,
     /// New connections are refused until then.
     penalised_until: Instant,
@@ -139,7 +142,8 @@ struct FailureRecord {
 impl FailureRecord {
     /// Whether this record may be dropped at `now` without giving the source anything back.
     fn expired(&self, now: Instant) -> bool {
-        now >= self.penalised_until
+        self.in_flight == 0
+            && now >= self.penalised_until
             && now.saturating_duration_since(self.last_failure)
                 >= Duration::from_millis(FORGET_FAILURES_AFTER_MS)
     }
@@ -251,9 +255,12 @@ impl AdmissionTable {
         }
     }
 
-    /// Just before PAKE_REPLY goes out: counts the guess as failed (cleared by
-    /// [`AdmissionTable::guess_succeeded`]), or refuses it. Checked again here, not only at
-    /// accept, because the source's other handshakes may have failed in between.
+    /// Just before PAKE_REPLY goes out: counts the guess as failed in advance (undone only by
+    /// [`AdmissionTable::guess_succeeded`]; the penalty is set when it ends, by
+    /// [`AdmissionTable::guess_failed`]), or refuses it. Checked again here, not only at accept,
+    /// because the source's other handshakes may have failed in between. Guesses of one source
+    /// in flight at once are bounded by its slots, so honest clients behind one address can
+    /// authenticate concurrently.
     pub fn begin_guess(
         &mut self,
         key: SourceKey,
@@ -267,27 +274,46 @@ impl AdmissionTable {
                 self.make_room(now);
                 FailureRecord {
                     failures: 0,
+                    in_flight: 0,
                     last_failure: now,
                     penalised_until: now,
                 }
             }
         };
-        let failures = record.failures.saturating_add(1);
         self.failures.insert(
             key,
             FailureRecord {
-                failures,
+                failures: record.failures.saturating_add(1),
+                in_flight: record.in_flight.saturating_add(1),
                 last_failure: now,
-                penalised_until: now + penalty_after(failures),
+                penalised_until: record.penalised_until,
             },
         );
         Ok(())
     }
 
+    /// A guess that was sent a reply ended without a valid confirmation (however it ended):
+    /// the source's penalty starts now, from all its failures so far.
+    pub fn guess_failed(&mut self, key: SourceKey, now: Instant) {
+        if let Some(r) = self.failures.get_mut(&key) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+            r.last_failure = now;
+            r.penalised_until = r.penalised_until.max(now + penalty_after(r.failures));
+        }
+    }
+
     /// The client's confirmation was valid: forget the source's failures, give the guess's
     /// token back and trust the source.
     pub fn guess_succeeded(&mut self, key: SourceKey, now: Instant) {
-        self.failures.remove(&key);
+        // Its other guesses still in flight stay counted in advance.
+        if let Some(r) = self.failures.get_mut(&key) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+            r.failures = r.in_flight;
+            r.penalised_until = now;
+            if r.in_flight == 0 {
+                self.failures.remove(&key);
+            }
+        }
         self.budget.refill(now);
         self.budget.tokens = (self.budget.tokens + 1.0).min(f64::from(GLOBAL_FAILURE_BURST));
         if !self.trusted.contains_key(&key) && self.trusted.len() >= MAX_TRUSTED_SOURCES {
@@ -372,6 +398,7 @@ impl Admission {
         Ok(HandshakeSlot {
             admission: Arc::clone(self),
             key,
+            guessing: AtomicBool::new(false),
         })
     }
 }
@@ -381,6 +408,9 @@ impl Admission {
 pub struct HandshakeSlot {
     admission: Arc<Admission>,
     key: SourceKey,
+    /// A guess was counted and has not succeeded: dropping the slot settles it as failed, so
+    /// no way of ending the handshake (even a cancelled task) escapes the penalty.
+    guessing: AtomicBool,
 }
 
 impl HandshakeSlot {
@@ -391,18 +421,26 @@ impl HandshakeSlot {
 
     /// See [`AdmissionTable::begin_guess`].
     pub fn begin_guess(&self, now: Instant) -> std::result::Result<(), Refusal> {
-        self.admission.table().begin_guess(self.key, now)
+        self.admission.table().begin_guess(self.key, now)?;
+        self.guessing.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// See [`AdmissionTable::guess_succeeded`].
     pub fn guess_succeeded(&self, now: Instant) {
-        self.admission.table().guess_succeeded(self.key, now);
+        if self.guessing.swap(false, Ordering::Relaxed) {
+            self.admission.table().guess_succeeded(self.key, now);
+        }
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.admission.table().release(self.key);
+        let mut table = self.admission.table();
+        if self.guessing.swap(false, Ordering::Relaxed) {
+            table.guess_failed(self.key, Instant::now());
+        }
+        table.release(self.key);
     }
 }
 
@@ -530,6 +568,7 @@ mod tests {
         for _ in 0..FREE_FAILURES_PER_SOURCE {
             t.admit(v4(1), t0).unwrap();
             t.begin_guess(v4(1), t0).unwrap();
+            t.guess_failed(v4(1), t0);
             t.release(v4(1));
         }
         let refused = t.admit(v4(1), t0 + ms(999));
@@ -540,17 +579,41 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_handshakes_of_one_source_cannot_test_more_than_the_free_guesses() {
+    fn concurrent_guesses_of_one_source_are_bounded_by_its_slots_then_penalised() {
         let t0 = Instant::now();
         let mut t = AdmissionTable::new(t0);
-        // All sixteen got in at accept, before any of them had failed.
         for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
             t.admit(v4(1), t0).unwrap();
+            t.begin_guess(v4(1), t0).unwrap();
         }
-        let tested = (0..MAX_HANDSHAKES_PER_SOURCE)
-            .filter(|_| t.begin_guess(v4(1), t0).is_ok())
-            .count();
-        assert_eq!(tested as u32, FREE_FAILURES_PER_SOURCE);
+        assert_eq!(t.admit(v4(1), t0), Err(Refusal::TooManyHandshakes));
+        for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
+            t.guess_failed(v4(1), t0);
+            t.release(v4(1));
+        }
+        assert_eq!(
+            t.admit(v4(1), t0),
+            Err(Refusal::Penalised {
+                retry_after: penalty_after(MAX_HANDSHAKES_PER_SOURCE)
+            })
+        );
+    }
+
+    #[test]
+    fn honest_clients_behind_one_address_authenticate_concurrently() {
+        let t0 = Instant::now();
+        let mut t = AdmissionTable::new(t0);
+        let n = FREE_FAILURES_PER_SOURCE + 3;
+        for _ in 0..n {
+            t.admit(v4(1), t0).unwrap();
+            t.begin_guess(v4(1), t0).unwrap();
+        }
+        for _ in 0..n {
+            t.guess_succeeded(v4(1), t0);
+            t.release(v4(1));
+        }
+        assert_eq!(t.failures_of(v4(1), t0), 0);
+        t.admit(v4(1), t0).unwrap();
     }
 
     #[test]
@@ -559,6 +622,7 @@ mod tests {
         let mut t = AdmissionTable::new(t0);
         for _ in 0..2 {
             t.begin_guess(v4(1), t0).unwrap();
+            t.guess_failed(v4(1), t0);
         }
         assert_eq!(t.failures_of(v4(1), t0), 2);
         t.begin_guess(v4(1), t0).unwrap();
@@ -580,6 +644,7 @@ mod tests {
         let mut t = AdmissionTable::new(t0);
         for _ in 0..FREE_FAILURES_PER_SOURCE {
             t.begin_guess(v4(1), t0).unwrap();
+            t.guess_failed(v4(1), t0);
         }
         let forget = ms(FORGET_FAILURES_AFTER_MS);
         assert_eq!(t.failures_of(v4(1), t0 + forget - ms(1)), 3);
@@ -601,6 +666,7 @@ mod tests {
                 key(i),
                 FailureRecord {
                     failures: 5,
+                    in_flight: 0,
                     last_failure: t0,
                     penalised_until: t0 + ms(10_000 + u64::from(i)),
                 },
@@ -624,6 +690,7 @@ mod tests {
             key(1),
             FailureRecord {
                 failures: 1,
+                in_flight: 0,
                 last_failure: t0,
                 penalised_until: t0,
             },

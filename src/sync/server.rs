@@ -353,20 +353,23 @@ async fn handle_connection(
         r = handshake => r,
         _ = token.cancelled() => return,
     };
-    let failed = |why: &dyn std::fmt::Display| {
-        // Counted by the admission already; this is the figure status displays show.
-        if guessed.load(Ordering::Relaxed) {
-            shared
-                .counters
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        tracing::warn!("{peer}: handshake failed: {why}");
-    };
     let conn = match conn {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return failed(&e),
-        Err(_) => return failed(&"timed out"),
+        failure => {
+            // Settles a counted guess as failed (its penalty starts) before anyone sees the count.
+            drop(slot);
+            if guessed.load(Ordering::Relaxed) {
+                shared
+                    .counters
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match failure {
+                Ok(Err(e)) => tracing::warn!("{peer}: handshake failed: {e}"),
+                _ => tracing::warn!("{peer}: handshake timed out"),
+            }
+            return;
+        }
     };
     slot.guess_succeeded(Instant::now());
     drop(slot);
