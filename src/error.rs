@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Cancelled,
     /// The sync ran to its end, but some files could not be synced (the others were).
     Incomplete,
+    /// The configuration is unsafe or unusable (an empty secret, the default secret beyond
+    /// loopback); nothing was started.
+    Config,
 }
 
 /// Every failure the engine reports.
@@ -66,6 +69,9 @@ pub enum Error {
     },
     #[error("sync cancelled")]
     Cancelled,
+    /// One line saying what is wrong and how to fix it.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -74,6 +80,8 @@ impl Error {
         match self {
             Error::Auth(_) => ErrorKind::Auth,
             Error::Remote { code, .. } if code == "auth_failed" => ErrorKind::Auth,
+            // The server refused us for now (too many failures): retrying later may work.
+            Error::Remote { code, .. } if code == "rate_limited" => ErrorKind::Connection,
             Error::Protocol(_) | Error::VersionMismatch { .. } | Error::Remote { .. } => {
                 ErrorKind::Protocol
             }
@@ -86,6 +94,7 @@ impl Error {
             Error::Io { .. } | Error::Store(_) | Error::DiskFull { .. } => ErrorKind::Disk,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Incomplete { .. } => ErrorKind::Incomplete,
+            Error::Config(_) => ErrorKind::Config,
         }
     }
 

@@ -27,6 +27,7 @@ mod bindings;
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Event, EventSink, Progress, Status};
 pub use protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
+pub use sync::admission::DEFAULT_SECRET;
 pub use sync::{
     Client, ClientConfig, ClientStatus, PeerConfig, Server, ServerConfig, ServerStatus, SyncStats,
 };

@@ -19,6 +19,7 @@ from ssp._native import __version__, scan_folder, validate_path
 from ssp.errors import (
     AddressInUseError,
     AuthError,
+    ConfigError,
     DiskError,
     FolderError,
     PathError,
@@ -75,6 +76,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AddressInUseError",
     "AuthError",
+    "ConfigError",
     "DiskError",
     "FileInfo",
     "FolderError",

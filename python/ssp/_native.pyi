@@ -9,12 +9,14 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, final
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_SECRET",
     "MAX_CHUNK_SIZE",
     "METADATA_DIR",
     "MIN_CHUNK_SIZE",
     "PROTOCOL_VERSION",
     "AddressInUseError",
     "AuthError",
+    "ConfigError",
     "DiskError",
     "FolderError",
     "NativeClient",
@@ -38,6 +40,9 @@ MIN_CHUNK_SIZE: int
 MAX_CHUNK_SIZE: int
 METADATA_DIR: str
 """Name of the per-folder metadata directory (never synced)."""
+DEFAULT_SECRET: str
+"""The secret a fresh installation starts with (``default_secret_key``); a server refuses to
+listen beyond loopback with it."""
 
 class SSPError(Exception):
     """Base class of every error the engine raises."""
@@ -62,6 +67,10 @@ class SSPConnectionError(SSPError):
 
 class DiskError(SSPError):
     """A local disk operation failed (full disk, permission denied, ...)."""
+
+class ConfigError(SSPError):
+    """The configuration is unsafe or unusable: an empty secret, or the default secret on an
+    address beyond loopback. Nothing was started."""
 
 def scan_folder(folder: str) -> List[Tuple[str, int, str, float, bool]]:
     """Scan ``folder`` (using and refreshing its hash cache) and return

@@ -7,6 +7,7 @@ errors raised by the Python wrappers are the same classes.
 from ssp._native import (
     AddressInUseError,
     AuthError,
+    ConfigError,
     DiskError,
     FolderError,
     PathError,
@@ -18,6 +19,7 @@ from ssp._native import (
 __all__ = [
     "AddressInUseError",
     "AuthError",
+    "ConfigError",
     "DiskError",
     "FolderError",
     "PathError",

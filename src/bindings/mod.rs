@@ -65,6 +65,13 @@ create_exception!(
     "A local disk operation failed."
 );
 
+create_exception!(
+    ssp._native,
+    ConfigError,
+    SSPError,
+    "The configuration is unsafe or unusable (an empty secret, the default secret beyond loopback)."
+);
+
 /// Maps an engine error to its Python exception (one class per kind).
 fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
@@ -76,6 +83,7 @@ fn to_py(e: Error) -> PyErr {
         ErrorKind::Folder => FolderError::new_err(msg),
         ErrorKind::Connection => SSPConnectionError::new_err(msg),
         ErrorKind::Disk => DiskError::new_err(msg),
+        ErrorKind::Config => ConfigError::new_err(msg),
         _ => SSPError::new_err(msg),
     }
 }
@@ -387,6 +395,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MIN_CHUNK_SIZE", MIN_CHUNK_SIZE)?;
     m.add("MAX_CHUNK_SIZE", MAX_CHUNK_SIZE)?;
     m.add("METADATA_DIR", METADATA_DIR)?;
+    m.add("DEFAULT_SECRET", crate::DEFAULT_SECRET)?;
     m.add("SSPError", py.get_type::<SSPError>())?;
     m.add("AuthError", py.get_type::<AuthError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
@@ -395,6 +404,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FolderError", py.get_type::<FolderError>())?;
     m.add("SSPConnectionError", py.get_type::<SSPConnectionError>())?;
     m.add("DiskError", py.get_type::<DiskError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add_class::<NativeServer>()?;
     m.add_class::<NativeClient>()?;
     m.add_function(wrap_pyfunction!(scan_folder, m)?)?;

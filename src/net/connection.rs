@@ -12,8 +12,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use crate::crypto::{ClientAwaitReply, ServerAwaitConfirm};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Auth, ErrorCode, ErrorMsg, FrameDecoder, FrameEncoder, Hello, Message, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Auth, ErrorCode, ErrorMsg, FrameDecoder, FrameEncoder, Hello, Message, HELLO_TIMEOUT_MS,
+    MAX_HANDSHAKE_FRAME_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 /// Incoming frames, decoded (and decrypted once the handshake is done).
@@ -23,6 +23,11 @@ pub type FrameWriter = FramedWrite<OwnedWriteHalf, FrameEncoder>;
 
 /// Outgoing bytes buffered before `feed` starts writing to the socket.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Read buffer of a connection that has not authenticated: a handshake frame and its prefix,
+/// so hundreds of unauthenticated connections cost little memory.
+const HANDSHAKE_READ_BUFFER_BYTES: usize = MAX_HANDSHAKE_FRAME_BYTES + 4;
+/// Read buffer once authenticated: room for a few default chunks per read.
+const SESSION_READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// TCP keepalive: after this long without traffic the kernel starts probing the peer...
 const KEEPALIVE_IDLE_S: u64 = 30;
@@ -61,7 +66,11 @@ impl Connection {
         let mut writer = FramedWrite::new(w, FrameEncoder::default());
         writer.set_backpressure_boundary(WRITE_BUFFER_BYTES);
         Ok(Connection {
-            reader: FramedRead::with_capacity(r, FrameDecoder::default(), 256 * 1024),
+            reader: FramedRead::with_capacity(
+                r,
+                FrameDecoder::default(),
+                HANDSHAKE_READ_BUFFER_BYTES,
+            ),
             writer,
             peer,
         })
@@ -75,6 +84,32 @@ impl Connection {
     /// Receives one message; a peer ERROR becomes `Err`.
     pub async fn recv(&mut self) -> Result<Message> {
         recv(&mut self.reader).await
+    }
+
+    /// Switches both directions to the record layer and gives the read buffer its session size
+    /// (it was kept small while the peer was unauthenticated).
+    fn enable_encryption(&mut self, sealer: crate::crypto::Sealer, opener: crate::crypto::Opener) {
+        self.writer.encoder_mut().enable_encryption(sealer);
+        self.reader.decoder_mut().enable_encryption(opener);
+        self.reader
+            .read_buffer_mut()
+            .reserve(SESSION_READ_BUFFER_BYTES);
+    }
+
+    /// Receives a HELLO and the exact payload bytes it arrived as (for the transcript).
+    async fn recv_hello(&mut self) -> Result<std::result::Result<(Hello, Vec<u8>), Message>> {
+        match self.recv().await? {
+            Message::Hello(h) => {
+                let body = self
+                    .reader
+                    .decoder_mut()
+                    .take_plaintext_body()
+                    .ok_or_else(|| Error::protocol("HELLO without its raw bytes"))?;
+                // The payload follows the type byte.
+                Ok(Ok((h, body.get(1..).unwrap_or_default().to_vec())))
+            }
+            m => Ok(Err(m)),
+        }
     }
 
     /// Best effort: tell the peer why we are closing.
@@ -118,8 +153,12 @@ fn our_hello() -> Hello {
     }
 }
 
-fn hello_bytes(h: &Hello) -> Vec<u8> {
-    serde_json::to_vec(h).unwrap_or_default()
+/// The payload of HELLO exactly as the encoder puts it on the wire (the frame body after the
+/// type byte): the transcript hashes these bytes.
+fn hello_payload(h: &Hello) -> Vec<u8> {
+    let mut body = bytes::BytesMut::new();
+    Message::Hello(h.clone()).encode_into(&mut body);
+    body.get(1..).unwrap_or_default().to_vec()
 }
 
 fn unhex(s: &str, what: &str) -> Result<Vec<u8>> {
@@ -134,10 +173,11 @@ fn unexpected(m: &Message, during: &str) -> Error {
 pub async fn client_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connection> {
     let mut conn = Connection::new(stream)?;
     let hello_c = our_hello();
-    conn.send(Message::Hello(hello_c.clone())).await?;
-    let hello_s = match conn.recv().await? {
-        Message::Hello(h) => h,
-        m => return Err(unexpected(&m, "HELLO")),
+    let hello_c_bytes = hello_payload(&hello_c);
+    conn.send(Message::Hello(hello_c)).await?;
+    let (hello_s, hello_s_bytes) = match conn.recv_hello().await? {
+        Ok(h) => h,
+        Err(m) => return Err(unexpected(&m, "HELLO")),
     };
     if hello_s.version < MIN_PROTOCOL_VERSION || hello_s.min_version > PROTOCOL_VERSION {
         let err = Error::VersionMismatch {
@@ -148,8 +188,7 @@ pub async fn client_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
             .await;
         return Err(err);
     }
-    let (state, msg_a) =
-        ClientAwaitReply::start(secret, &hello_bytes(&hello_c), &hello_bytes(&hello_s));
+    let (state, msg_a) = ClientAwaitReply::start(secret, &hello_c_bytes, &hello_s_bytes);
     conn.send(Message::Auth(Auth::Pake {
         msg: hex::encode(msg_a),
     }))
@@ -170,17 +209,42 @@ pub async fn client_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
         m => return Err(unexpected(&m, "AUTH")),
     }
     let (sealer, opener) = keys.client_side();
-    conn.writer.encoder_mut().enable_encryption(sealer);
-    conn.reader.decoder_mut().enable_encryption(opener);
+    conn.enable_encryption(sealer, opener);
     Ok(conn)
 }
 
-/// Runs the server side of the handshake on a freshly accepted stream.
+/// Runs the server side of the handshake on a freshly accepted stream, with the default HELLO
+/// timeout and no guessing limits (see [`server_handshake_guarded`]).
 pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connection> {
+    server_handshake_guarded(
+        stream,
+        secret,
+        Duration::from_millis(HELLO_TIMEOUT_MS),
+        || Ok(()),
+    )
+    .await
+}
+
+/// Runs the server side of the handshake on a freshly accepted stream.
+///
+/// The client must send its HELLO within `hello_timeout`. `before_reply` runs just before
+/// PAKE_REPLY goes out, which is when the client gets to test one guess of the secret: the
+/// caller counts the attempt as failed there (and clears that once this function returns
+/// `Ok`), so no way of ending the handshake after the reply escapes the count. If it returns
+/// `Err(reason)`, the reply is not sent: the client gets `ERROR rate_limited` with `reason`.
+pub async fn server_handshake_guarded(
+    stream: TcpStream,
+    secret: &[u8],
+    hello_timeout: Duration,
+    before_reply: impl FnOnce() -> std::result::Result<(), String>,
+) -> Result<Connection> {
     let mut conn = Connection::new(stream)?;
-    let hello_c = match conn.recv().await? {
-        Message::Hello(h) => h,
-        m => {
+    let hello = tokio::time::timeout(hello_timeout, conn.recv_hello())
+        .await
+        .map_err(|_| Error::Timeout("waiting for the client's HELLO"))?;
+    let (hello_c, hello_c_bytes) = match hello? {
+        Ok(h) => h,
+        Err(m) => {
             let err = unexpected(&m, "HELLO");
             conn.send_error(ErrorCode::BadMessage, err.to_string())
                 .await;
@@ -199,7 +263,8 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
         });
     }
     let hello_s = our_hello();
-    conn.send(Message::Hello(hello_s.clone())).await?;
+    let hello_s_bytes = hello_payload(&hello_s);
+    conn.send(Message::Hello(hello_s)).await?;
     let msg_a = match conn.recv().await? {
         Message::Auth(Auth::Pake { msg }) => unhex(&msg, "msg")?,
         m => {
@@ -209,12 +274,13 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
             return Err(err);
         }
     };
-    let (state, msg_b, confirm) = ServerAwaitConfirm::respond(
-        secret,
-        &hello_bytes(&hello_c),
-        &hello_bytes(&hello_s),
-        &msg_a,
-    )?;
+    let (state, msg_b, confirm) =
+        ServerAwaitConfirm::respond(secret, &hello_c_bytes, &hello_s_bytes, &msg_a)?;
+    if let Err(reason) = before_reply() {
+        conn.send_error(ErrorCode::RateLimited, reason.clone())
+            .await;
+        return Err(Error::Auth(format!("refused before the guess: {reason}")));
+    }
     conn.send(Message::Auth(Auth::PakeReply {
         msg: hex::encode(msg_b),
         confirm: hex::encode(confirm),
@@ -241,8 +307,7 @@ pub async fn server_handshake(stream: TcpStream, secret: &[u8]) -> Result<Connec
     };
     conn.send(Message::Auth(Auth::Ok {})).await?;
     let (sealer, opener) = keys.server_side();
-    conn.writer.encoder_mut().enable_encryption(sealer);
-    conn.reader.decoder_mut().enable_encryption(opener);
+    conn.enable_encryption(sealer, opener);
     Ok(conn)
 }
 

@@ -4,5 +4,6 @@
 mod connection;
 
 pub use connection::{
-    client_handshake, recv, remote_error, server_handshake, Connection, FrameReader, FrameWriter,
+    client_handshake, recv, remote_error, server_handshake, server_handshake_guarded, Connection,
+    FrameReader, FrameWriter,
 };

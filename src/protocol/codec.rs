@@ -1,26 +1,48 @@
 //! Frame codec: a 4-byte big-endian length, then the body; after the handshake the body is an
-//! AEAD record (see `crypto::record`). Sizes are checked before anything is allocated.
+//! AEAD record (see `crypto::record`). Sizes are checked before anything is allocated; before
+//! encryption the limit is [`MAX_HANDSHAKE_FRAME_BYTES`], after it [`MAX_FRAME_BYTES`].
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{Message, MAX_FRAME_BYTES};
+use super::{Message, MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES};
 use crate::crypto::{Opener, Sealer};
 use crate::error::{Error, Result};
 
 const LEN_BYTES: usize = 4;
+/// Most the read buffer is grown at once for a frame still arriving: it grows as bytes come,
+/// so a length prefix alone never costs the announced size.
+const RESERVE_STEP_BYTES: usize = 1024 * 1024;
 
 /// Reads frames; decrypts them once [`FrameDecoder::enable_encryption`] was called.
 #[derive(Default)]
 pub struct FrameDecoder {
     /// `None` during the plaintext handshake.
     opener: Option<Opener>,
+    /// The body of the last plaintext frame exactly as received, for the handshake transcript
+    /// (which must hash what was on the wire, not a re-serialisation).
+    last_plaintext_body: Option<Bytes>,
 }
 
 impl FrameDecoder {
     /// From the next frame on, every frame must be a valid record under `opener`.
     pub fn enable_encryption(&mut self, opener: Opener) {
         self.opener = Some(opener);
+        self.last_plaintext_body = None;
+    }
+
+    /// Takes the exact body (type byte and payload) of the last plaintext frame decoded.
+    pub fn take_plaintext_body(&mut self) -> Option<Bytes> {
+        self.last_plaintext_body.take()
+    }
+
+    /// The largest frame body accepted in the current state.
+    pub fn frame_limit(&self) -> usize {
+        if self.opener.is_some() {
+            MAX_FRAME_BYTES
+        } else {
+            MAX_HANDSHAKE_FRAME_BYTES
+        }
     }
 }
 
@@ -33,19 +55,34 @@ impl Decoder for FrameDecoder {
             return Ok(None);
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > MAX_FRAME_BYTES {
+        let limit = self.frame_limit();
+        if len > limit {
+            let when = if self.opener.is_some() {
+                ""
+            } else {
+                " before authentication"
+            };
             return Err(Error::protocol(format!(
-                "frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+                "frame of {len} bytes exceeds the {limit}-byte limit{when}"
             )));
         }
         if src.len() < LEN_BYTES + len {
-            src.reserve(LEN_BYTES + len - src.len());
+            // Only authenticated peers get room ahead of their bytes (saves copies on large
+            // chunks), and at most a step of it.
+            if self.opener.is_some() {
+                src.reserve((LEN_BYTES + len - src.len()).min(RESERVE_STEP_BYTES));
+            }
             return Ok(None);
         }
         src.advance(LEN_BYTES);
         let mut body = src.split_to(len);
-        if let Some(opener) = &mut self.opener {
-            opener.open(&mut body)?;
+        match &mut self.opener {
+            Some(opener) => opener.open(&mut body)?,
+            None => {
+                let body = body.freeze();
+                self.last_plaintext_body = Some(body.clone());
+                return Message::decode(body).map(Some);
+            }
         }
         Message::decode(body.freeze()).map(Some)
     }
@@ -122,6 +159,69 @@ mod tests {
         let mut buf = BytesMut::from(&(u32::MAX).to_be_bytes()[..]);
         let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    /// (announced body length, encrypted?, accepted?)
+    #[test]
+    fn frame_limits_are_tighter_before_authentication() {
+        let cases = [
+            (MAX_HANDSHAKE_FRAME_BYTES, false, true),
+            (MAX_HANDSHAKE_FRAME_BYTES + 1, false, false),
+            (MAX_FRAME_BYTES, false, false),
+            (MAX_HANDSHAKE_FRAME_BYTES + 1, true, true),
+            (MAX_FRAME_BYTES, true, true),
+            (MAX_FRAME_BYTES + 1, true, false),
+        ];
+        for (len, encrypted, accepted) in cases {
+            let mut dec = if encrypted {
+                sealed_pair().1
+            } else {
+                FrameDecoder::default()
+            };
+            let mut buf = BytesMut::from(&(len as u32).to_be_bytes()[..]);
+            buf.extend_from_slice(b"\x01{");
+            let r = dec.decode(&mut buf);
+            assert_eq!(
+                matches!(r, Ok(None)),
+                accepted,
+                "{len} bytes, encrypted {encrypted}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_length_prefix_alone_does_not_grow_the_buffer_to_the_announced_size() {
+        // Before authentication: nothing reserved ahead of the bytes.
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&(MAX_HANDSHAKE_FRAME_BYTES as u32).to_be_bytes());
+        buf.extend_from_slice(b"\x01{");
+        assert!(FrameDecoder::default().decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() < MAX_HANDSHAKE_FRAME_BYTES,
+            "{}",
+            buf.capacity()
+        );
+        // After: at most one step ahead, not the announced 8 MiB.
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&(MAX_FRAME_BYTES as u32).to_be_bytes());
+        assert!(sealed_pair().1.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * RESERVE_STEP_BYTES,
+            "{}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn the_exact_plaintext_body_is_kept_for_the_transcript() {
+        let body = b"\x01{\"version\":2,\"min_version\":2,\"software\":\"x\",\"extra\":1}";
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(body);
+        let mut dec = FrameDecoder::default();
+        assert!(matches!(dec.decode(&mut buf), Ok(Some(Message::Hello(_)))));
+        assert_eq!(dec.take_plaintext_body().as_deref(), Some(&body[..]));
+        assert_eq!(dec.take_plaintext_body(), None);
     }
 
     fn sealed_pair() -> (FrameEncoder, FrameDecoder) {

@@ -145,6 +145,8 @@ pub enum ErrorCode {
     Io,
     ShuttingDown,
     Timeout,
+    /// The source failed the handshake too often (or many did); try again later.
+    RateLimited,
     #[serde(other)]
     Unknown,
 }
@@ -163,6 +165,7 @@ impl ErrorCode {
             Self::Io => "io",
             Self::ShuttingDown => "shutting_down",
             Self::Timeout => "timeout",
+            Self::RateLimited => "rate_limited",
             Self::Unknown => "unknown",
         }
     }

@@ -29,6 +29,12 @@ pub const MAX_CHUNK_SIZE: usize = 8 * 1024 * 1024;
 /// Largest frame body accepted, checked before anything is allocated for it:
 /// a maximal chunk plus its header and AEAD tag, with room to spare.
 pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_SIZE + 64 * 1024;
+/// Largest frame body accepted before encryption is on (the handshake's messages are under
+/// 200 bytes): an unauthenticated peer can make us buffer at most this much per connection.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 4096;
+/// Time a new connection has to deliver its HELLO; the rest of the handshake keeps
+/// `HANDSHAKE_TIMEOUT_MS`. Short, so silent connections give their permit back quickly.
+pub const HELLO_TIMEOUT_MS: u64 = 2_000;
 /// Largest number of entries one FILE_INDEX message carries (keeps index frames small).
 pub const INDEX_BATCH_ENTRIES: usize = 1024;
 /// Bytes of the binary header in front of FILE_CHUNK data.

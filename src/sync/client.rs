@@ -117,6 +117,8 @@ impl Client {
     }
 
     async fn open(&self, events: Option<&EventSink>) -> Result<Connection> {
+        super::admission::check_secret_not_empty(&self.config.secret)?;
+        super::admission::warn_once_about(&self.config.secret);
         let addr = format!("{}:{}", self.config.host, self.config.port);
         emit_status(events, Status::Connecting, format!("connecting to {addr}"));
         let limit = self.config.handshake_timeout;

@@ -1,34 +1,30 @@
-//! The server: binds, accepts under a shutdown token, authenticates each connection (slowing
-//! down addresses that keep failing) and runs one session per client. Errors in a session never
-//! reach the listener.
+//! The server: binds (refusing unsafe secrets), accepts under a shutdown token, admits each
+//! connection through [`Admission`], authenticates it and runs one session per client. Errors
+//! in a session never reach the listener.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::BytesMut;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{self, Admission, HandshakeSlot, Refusal};
 use super::folder::Folder;
 use super::session::serve_session;
 use crate::error::{Error, Result};
-use crate::net::server_handshake;
-use crate::protocol::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::net::server_handshake_guarded;
+use crate::protocol::{ErrorCode, ErrorMsg, FrameEncoder, Message, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
-/// Failures from one address within this window count towards its penalty.
-const FAILURE_WINDOW_MS: u64 = 60_000;
-/// Longest delay imposed on an address before its handshake.
-const MAX_PENALTY_MS: u64 = 5_000;
 /// Connections (handshaking or in a session) served at once; beyond, the server stops
 /// accepting until one ends, so a flood cannot exhaust its file descriptors.
-const MAX_CONNECTIONS: usize = 512;
-/// Handshakes in progress from one address; more are closed at once, so one flooding address
-/// cannot take every connection slot for the length of the handshake timeout.
-const MAX_HANDSHAKES_PER_IP: u32 = 16;
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// How to run a server: where to listen and which folder to serve.
 pub type ServerConfig = super::PeerConfig;
@@ -69,58 +65,21 @@ pub struct ServerStats {
     pub sync_sessions: u64,
     pub files_received: u64,
     pub bytes_received: u64,
+    /// Handshakes that were sent PAKE_REPLY (so tested one guess) and did not confirm it.
     pub auth_failures: u64,
-    /// Connections closed before their handshake because their address had too many pending.
+    /// Connections or guesses refused by the admission: a penalised source, the global guessing
+    /// budget spent, or too many handshakes from one source in progress.
     pub refused_connections: u64,
     pub uptime_s: f64,
     pub start_time: Option<f64>,
-}
-
-/// Remembers recent authentication failures per address.
-#[derive(Default)]
-struct FailureTracker {
-    by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl FailureTracker {
-    fn penalty(&self, ip: IpAddr) -> Duration {
-        let Ok(map) = self.by_ip.lock() else {
-            return Duration::ZERO;
-        };
-        match map.get(&ip) {
-            Some((n, at)) if at.elapsed() < Duration::from_millis(FAILURE_WINDOW_MS) && *n >= 2 => {
-                let ms = 250u64.saturating_mul(1 << (*n - 2).min(10));
-                Duration::from_millis(ms.min(MAX_PENALTY_MS))
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    fn failed(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.by_ip.lock() {
-            let e = map.entry(ip).or_insert((0, Instant::now()));
-            if e.1.elapsed() > Duration::from_millis(FAILURE_WINDOW_MS) {
-                e.0 = 0;
-            }
-            e.0 += 1;
-            e.1 = Instant::now();
-        }
-    }
-
-    fn succeeded(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.by_ip.lock() {
-            map.remove(&ip);
-        }
-    }
 }
 
 /// State shared by the server handle and its sessions.
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub counters: ServerCounters,
-    failures: FailureTracker,
-    /// Handshakes in progress per address (see [`HandshakeSlot`]).
-    handshaking: Mutex<HashMap<IpAddr, u32>>,
+    /// Failure penalties, the global guessing budget and per-source handshake slots.
+    admission: Arc<Admission>,
     /// One permit per connection, held from accept to close.
     connection_limit: Arc<tokio::sync::Semaphore>,
     clients: Mutex<BTreeMap<u64, SocketAddr>>,
@@ -150,8 +109,7 @@ impl Server {
             shared: Arc::new(Shared {
                 config,
                 counters: ServerCounters::default(),
-                failures: FailureTracker::default(),
-                handshaking: Mutex::new(HashMap::new()),
+                admission: Arc::new(Admission::default()),
                 connection_limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
                 clients: Mutex::new(BTreeMap::new()),
                 running: AtomicBool::new(false),
@@ -166,27 +124,42 @@ impl Server {
     }
 
     /// Opens (creating) the folder and binds the listener; returns the bound address.
+    ///
+    /// Fails with [`Error::Config`] before binding if the secret is empty, or is
+    /// [`admission::DEFAULT_SECRET`] and the host resolves to anything but loopback.
     pub async fn bind(&self) -> Result<SocketAddr> {
         let cfg = &self.shared.config;
+        admission::check_secret_not_empty(&cfg.secret)?;
+        // Resolve once and bind exactly what was checked.
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(|e| Error::Connect {
+                addr: format!(
+                    "{}:{} (resolving the address to listen on)",
+                    cfg.host, cfg.port
+                ),
+                source: e,
+            })?
+            .collect();
+        admission::check_secret_for_listening(&cfg.secret, &addrs)?;
+        admission::warn_once_about(&cfg.secret);
         let folder_path = cfg.folder.clone();
         let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
             .await
             .map_err(|e| Error::Store(e.to_string()))??;
-        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
-            .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AddrInUse {
-                    Error::AddressInUse {
-                        addr: format!("{}:{}", cfg.host, cfg.port),
-                        port: cfg.port,
-                    }
-                } else {
-                    Error::Connect {
-                        addr: format!("{}:{} (bind)", cfg.host, cfg.port),
-                        source: e,
-                    }
+        let listener = TcpListener::bind(addrs.as_slice()).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                Error::AddressInUse {
+                    addr: format!("{}:{}", cfg.host, cfg.port),
+                    port: cfg.port,
                 }
-            })?;
+            } else {
+                Error::Connect {
+                    addr: format!("{}:{} (bind)", cfg.host, cfg.port),
+                    source: e,
+                }
+            }
+        })?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("local address", e))?;
@@ -235,12 +208,21 @@ impl Server {
                 _ = token.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // Decided here, before a task exists: a refused source holds neither
+                        // the permit (dropped with this iteration) nor a slot.
+                        let slot = match self.shared.admission.admit(peer.ip(), Instant::now()) {
+                            Ok(slot) => slot,
+                            Err(refusal) => {
+                                refuse(&self.shared, stream, peer, &refusal);
+                                continue;
+                            }
+                        };
                         next_id += 1;
                         let shared = Arc::clone(&self.shared);
                         let folder = Arc::clone(&folder);
                         let token = token.clone();
                         tracker.spawn(async move {
-                            handle_connection(shared, folder, stream, peer, next_id, token).await;
+                            handle_connection(shared, folder, stream, peer, slot, next_id, token).await;
                             drop(permit);
                         });
                     }
@@ -316,34 +298,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A handshake in progress from one address; counted until dropped.
-struct HandshakeSlot<'a> {
-    shared: &'a Shared,
-    ip: IpAddr,
-}
-
-impl<'a> HandshakeSlot<'a> {
-    /// `None` when the address already has [`MAX_HANDSHAKES_PER_IP`] handshakes in progress.
-    fn take(shared: &'a Shared, ip: IpAddr) -> Option<Self> {
-        let mut pending = lock(&shared.handshaking);
-        let n = pending.entry(ip).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_IP {
-            return None;
-        }
-        *n += 1;
-        Some(HandshakeSlot { shared, ip })
-    }
-}
-
-impl Drop for HandshakeSlot<'_> {
-    fn drop(&mut self) {
-        let mut pending = lock(&self.shared.handshaking);
-        if let Some(n) = pending.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                pending.remove(&self.ip);
-            }
-        }
+/// Closes a connection the admission refused, telling the client why in one small ERROR frame
+/// written without waiting (a fresh socket's send buffer always has room for it), so a refused
+/// source costs no task and no time.
+fn refuse(shared: &Shared, stream: TcpStream, peer: SocketAddr, refusal: &Refusal) {
+    shared
+        .counters
+        .refused_connections
+        .fetch_add(1, Ordering::Relaxed);
+    // Debug only: a refused source may retry in a loop, and every line would be one more.
+    tracing::debug!("{peer}: refused: {refusal}");
+    let mut frame = BytesMut::new();
+    let msg = Message::Error(ErrorMsg::fatal(ErrorCode::RateLimited, refusal.to_string()));
+    if FrameEncoder::default().encode(msg, &mut frame).is_ok() {
+        let _ = stream.try_write(&frame);
     }
 }
 
@@ -352,30 +320,34 @@ async fn handle_connection(
     folder: Arc<Folder>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: HandshakeSlot,
     id: u64,
     token: CancellationToken,
 ) {
-    let Some(slot) = HandshakeSlot::take(&shared, peer.ip()) else {
-        shared
-            .counters
-            .refused_connections
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            "{peer}: refused: {MAX_HANDSHAKES_PER_IP} handshakes from this address in progress"
-        );
-        return;
-    };
-    let penalty = shared.failures.penalty(peer.ip());
-    if !penalty.is_zero() {
-        tracing::info!("{peer}: delaying handshake by {penalty:?} after repeated failures");
-        tokio::select! {
-            _ = tokio::time::sleep(penalty) => {}
-            _ = token.cancelled() => return,
-        }
-    }
+    let config = &shared.config;
+    let hello_timeout = config.hello_timeout.min(config.handshake_timeout);
+    // Set once the client was sent the reply that lets it test a guess.
+    let guessed = AtomicBool::new(false);
     let handshake = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        server_handshake(stream, shared.config.secret.as_bytes()),
+        config.handshake_timeout,
+        server_handshake_guarded(
+            stream,
+            config.secret.as_bytes(),
+            hello_timeout,
+            || match slot.begin_guess(Instant::now()) {
+                Ok(()) => {
+                    guessed.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(refusal) => {
+                    shared
+                        .counters
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(refusal.to_string())
+                }
+            },
+        ),
     );
     let conn = tokio::select! {
         r = handshake => r,
@@ -383,25 +355,24 @@ async fn handle_connection(
     };
     let conn = match conn {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            if matches!(e, Error::Auth(_)) {
-                shared.failures.failed(peer.ip());
+        failure => {
+            // Settles a counted guess as failed (its penalty starts) before anyone sees the count.
+            drop(slot);
+            if guessed.load(Ordering::Relaxed) {
                 shared
                     .counters
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!("{peer}: handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            shared.failures.failed(peer.ip());
-            tracing::warn!("{peer}: handshake timed out");
+            match failure {
+                Ok(Err(e)) => tracing::warn!("{peer}: handshake failed: {e}"),
+                _ => tracing::warn!("{peer}: handshake timed out"),
+            }
             return;
         }
     };
+    slot.guess_succeeded(Instant::now());
     drop(slot);
-    shared.failures.succeeded(peer.ip());
     let c = &shared.counters;
     c.total_connections.fetch_add(1, Ordering::Relaxed);
     c.active_connections.fetch_add(1, Ordering::Relaxed);

@@ -30,13 +30,14 @@ impl Running {
         Running { server, port, task }
     }
 
-    /// A server on a fresh folder holding one file, `f`, with the given handshake timeout.
-    /// Keep the returned folder alive as long as the server.
+    /// A server on a fresh folder holding one file, `f`, with the given handshake timeout (also
+    /// the time allowed for HELLO). Keep the returned folder alive as long as the server.
     pub async fn serving_f(handshake_timeout: Duration) -> (tempfile::TempDir, Running) {
         let base = tempfile::tempdir().unwrap();
         write(base.path(), "f", b"x");
         let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
         config.handshake_timeout = handshake_timeout;
+        config.hello_timeout = handshake_timeout;
         let server = Self::start_with(config).await;
         (base, server)
     }
