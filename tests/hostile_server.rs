@@ -566,8 +566,14 @@ async fn a_servers_words_reach_errors_and_events_escaped_and_capped() {
                 );
             }
             let kept = &texts[0];
+            // Before authentication a frame may hold 4 KiB: the 10 KB text is refused unread.
+            let refused_unread = matches!(channel, Channel::BeforeAuth)
+                && kept.contains("limit before authentication");
             assert!(
-                kept.contains("\\u{") || kept.contains('…') || kept.contains("fdp"),
+                refused_unread
+                    || kept.contains("\\u{")
+                    || kept.contains('…')
+                    || kept.contains("fdp"),
                 "{channel:?}, {case}: the server's words are not shown at all: {kept}"
             );
         }
