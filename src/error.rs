@@ -61,6 +61,12 @@ pub enum Error {
     Store(String),
     #[error("the disk is full (or the quota used up) writing {}: free some space and sync again; files finished so far are kept", path.display())]
     DiskFull { path: PathBuf },
+    #[error("not enough space in {}: the sync needs {}, {} free; free some space and sync again", path.display(), human_bytes(*.needed), human_bytes(*.free))]
+    NoRoom {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("sync incomplete: {failed} of {total} files failed; first: {first}")]
     Incomplete {
         failed: u64,
@@ -91,7 +97,9 @@ impl Error {
             Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) => {
                 ErrorKind::Connection
             }
-            Error::Io { .. } | Error::Store(_) | Error::DiskFull { .. } => ErrorKind::Disk,
+            Error::Io { .. } | Error::Store(_) | Error::DiskFull { .. } | Error::NoRoom { .. } => {
+                ErrorKind::Disk
+            }
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Incomplete { .. } => ErrorKind::Incomplete,
             Error::Config(_) => ErrorKind::Config,
@@ -109,8 +117,13 @@ impl Error {
     /// Whether this is a local write that failed for lack of space or quota: every later
     /// write would fail too, so a sync stops at the first one.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+        match self {
+            Error::NoRoom { .. } | Error::DiskFull { .. } => true,
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn protocol(msg: impl Into<String>) -> Self {
@@ -123,6 +136,20 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::ConnectionLost(e.to_string())
     }
+}
+
+/// `n` bytes for people: "1.5 GiB (1610612736 bytes)", or "512 bytes".
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let (mut value, mut unit) = (n as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 /// Adds context to I/O results.

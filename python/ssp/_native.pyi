@@ -11,9 +11,11 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_SECRET",
     "MAX_CHUNK_SIZE",
+    "MAX_PEER_TEXT_CHARS",
     "METADATA_DIR",
     "MIN_CHUNK_SIZE",
     "PROTOCOL_VERSION",
+    "SHORT_SECRET_CHARS",
     "AddressInUseError",
     "AuthError",
     "ConfigError",
@@ -26,6 +28,7 @@ __all__ = [
     "SSPConnectionError",
     "SSPError",
     "__version__",
+    "printable",
     "scan_folder",
     "tune_allocator_for_transfers",
     "validate_path",
@@ -43,6 +46,10 @@ METADATA_DIR: str
 DEFAULT_SECRET: str
 """The secret a fresh installation starts with (``default_secret_key``); a server refuses to
 listen beyond loopback with it."""
+SHORT_SECRET_CHARS: int
+"""Secrets with fewer characters than this are warned about (an online attacker may guess them)."""
+MAX_PEER_TEXT_CHARS: int
+"""The most characters of a peer's text the engine keeps (see :func:`printable`)."""
 
 class SSPError(Exception):
     """Base class of every error the engine raises."""
@@ -79,6 +86,11 @@ def scan_folder(folder: str) -> List[Tuple[str, int, str, float, bool]]:
 def tune_allocator_for_transfers() -> bool:
     """Keep freed transfer buffers in this process instead of returning them to the kernel
     (glibc only; process-wide, so only the CLI calls it). True if anything was changed."""
+
+def printable(text: str, max_chars: int = ...) -> str:
+    """``text`` as one line safe to show people: control, bidi and line-separator characters
+    written as ``\\u{..}``, cut to ``max_chars`` characters (an ellipsis included). The engine's
+    own rule for a peer's words."""
 
 def validate_path(path: str) -> str:
     """Return ``path`` if it is an acceptable relative sync path, else raise :class:`PathError`."""

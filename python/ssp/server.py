@@ -8,7 +8,6 @@ thread may run ``asyncio.run(server.start())`` while another runs ``asyncio.run(
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import threading
 from pathlib import Path
@@ -17,45 +16,16 @@ from typing import Any
 from ssp import _native
 from ssp.protocol import CHUNK_SIZE
 
-__all__ = ["DEFAULT_SECRET", "SHORT_SECRET_CHARS", "SSPServer", "exposure_problem"]
+__all__ = ["DEFAULT_SECRET", "SHORT_SECRET_CHARS", "SSPServer"]
 
 logger = logging.getLogger("ssp.server")
 
-DEFAULT_SECRET: str = getattr(_native, "DEFAULT_SECRET", "default_secret_key")
-"""The original SSP's default secret, which anyone who knows SSP knows (the engine's constant
-once it exports one, so the name is defined in Rust only)."""
-SHORT_SECRET_CHARS = 12
+DEFAULT_SECRET: str = _native.DEFAULT_SECRET
+"""The original SSP's default secret, which anyone who knows SSP knows: the engine refuses to
+listen beyond loopback with it (or anywhere with an empty secret) and raises
+:class:`ssp.errors.ConfigError`."""
+SHORT_SECRET_CHARS: int = _native.SHORT_SECRET_CHARS
 """Secrets shorter than this many characters are warned about (the engine warns in its log)."""
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.strip().lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_problem(secret: str, host: str) -> str | None:
-    """Why serving on ``host`` with ``secret`` is refused, or None.
-
-    An empty secret is refused anywhere; the default one beyond loopback (a name other than
-    ``localhost`` counts as beyond, since it may resolve to a public address).
-
-    A thin stand-in for the engine's own refusal (issue 6, item 3): the rule belongs in Rust,
-    and this goes once the engine refuses at bind.
-    """
-    how = "--secret-file PATH, SSP_SECRET, or the page's Shared secret field"
-    if not secret:
-        return f"the shared secret is empty: set one ({how})"
-    if secret == DEFAULT_SECRET and not _is_loopback(host):
-        return (
-            f"refusing to serve on {host} with the default secret {DEFAULT_SECRET!r}, which "
-            f"anyone can guess: set a secret of your own ({how})"
-        )
-    return None
 
 
 class SSPServer:
@@ -114,12 +84,9 @@ class SSPServer:
     async def bind(self) -> int:
         """Create the folder if missing and bind the listener; return the bound port.
 
-        Raises :class:`ssp.errors.AddressInUseError` or :class:`ssp.errors.FolderError`, or
-        :class:`ssp.errors.SSPError` for a secret :func:`exposure_problem` refuses.
+        Raises :class:`ssp.errors.AddressInUseError`, :class:`ssp.errors.FolderError`, or
+        :class:`ssp.errors.ConfigError` for an empty secret, or the default one beyond loopback.
         """
-        problem = exposure_problem(self.shared_secret, self.host)
-        if problem:
-            raise _native.SSPError(problem)
         with self._lock:
             if self._stopped:
                 self._native = self._new_native()

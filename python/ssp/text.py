@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import string
 
+from ssp import _native
+
 __all__ = [
     "LOG_LINE_MAX_CHARS",
     "PRINTABLE_MAX_CHARS",
@@ -24,14 +26,8 @@ __all__ = [
     "printable",
 ]
 
-PRINTABLE_MAX_CHARS = 512
+PRINTABLE_MAX_CHARS: int = _native.MAX_PEER_TEXT_CHARS
 """The most characters :func:`printable` keeps (an ellipsis marks a cut)."""
-
-# Characters that change how text is displayed rather than being displayed: the bidi controls
-# reorder what follows them ("Trojan Source"), the line and paragraph separators break lines.
-_INVISIBLE = frozenset(
-    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF]
-)
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark, and an escaped one
 # is always literal: that covers links, images, emphasis, code, HTML, headings and lists, and
@@ -40,42 +36,15 @@ _INVISIBLE = frozenset(
 _MARKDOWN_SPECIAL = frozenset(string.punctuation)
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    if char == "\n":
-        return "\\n"
-    if char == "\r":
-        return "\\r"
-    if char == "\t":
-        return "\\t"
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
-
-
 def printable(text: object, max_chars: int = PRINTABLE_MAX_CHARS) -> str:
-    """``text`` as one line of visible characters, at most about ``max_chars`` long.
+    """``text`` as one line of visible characters, at most ``max_chars`` long.
 
-    C0 and C1 control characters (ESC, BEL, newlines, ...), DEL and the bidi and line-separator
-    controls become visible escapes (``\\x1b``, ``\\n``, ``\\u202e``); the result is cut to
-    ``max_chars`` characters with a trailing ``…``. Everything else is kept as it is.
+    The engine's rule (``_native.printable``), so the terminal, the logs and the page escape
+    exactly what the engine escapes: C0 and C1 control characters (ESC, BEL, newlines, ...), DEL
+    and the bidi and line-separator controls become visible escapes (``\\u{1b}``, ``\\u{a}``,
+    ``\\u{202e}``); a longer result is cut with a trailing ``…``.
     """
-    raw = str(text)
-    out: list[str] = []
-    length = 0
-    for char in raw:
-        code = ord(char)
-        piece = (
-            _escape(char)
-            if code < 0x20 or 0x7F <= code <= 0x9F or code in _INVISIBLE
-            else char
-        )
-        if length + len(piece) > max_chars:
-            out.append("…")
-            break
-        out.append(piece)
-        length += len(piece)
-    return "".join(out)
+    return _native.printable(str(text), max_chars)
 
 
 def markdown_literal(text: object, max_chars: int = PRINTABLE_MAX_CHARS) -> str:
@@ -93,7 +62,7 @@ LOG_LINE_MAX_CHARS = 4096
 class PrintableFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose every record is one :func:`printable` line.
 
-    A newline inside a message (from a peer, or a traceback) is shown as ``\\n``, so no message
+    A newline inside a message (from a peer, or a traceback) is shown as ``\\u{a}``, so no message
     can forge a log line of its own or send escape sequences to the terminal.
     """
 

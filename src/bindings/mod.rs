@@ -17,7 +17,9 @@ mod gate;
 use crate::error::{Error, ErrorKind};
 use crate::fs::{RelPath, METADATA_DIR};
 use crate::progress::{Event, EventSink};
-use crate::protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_VERSION};
+use crate::protocol::{
+    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_PEER_TEXT_CHARS, MIN_CHUNK_SIZE, PROTOCOL_VERSION,
+};
 use crate::sync::{Client, ClientConfig, Server, ServerConfig};
 use awaitable::awaitable;
 
@@ -368,6 +370,14 @@ fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
         .collect())
 }
 
+/// `text` as one line safe to show people (control and bidi characters escaped as `\\u{..}`),
+/// cut to `max_chars` characters: the engine's own rule for peer text, for the CLI, logs and page.
+#[pyfunction]
+#[pyo3(signature = (text, max_chars = MAX_PEER_TEXT_CHARS))]
+fn printable(text: &str, max_chars: usize) -> String {
+    crate::protocol::printable(text, max_chars)
+}
+
 /// Returns `path` if it is an acceptable relative sync path, else raises `PathError`.
 #[pyfunction]
 fn validate_path(path: &str) -> PyResult<String> {
@@ -396,6 +406,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_CHUNK_SIZE", MAX_CHUNK_SIZE)?;
     m.add("METADATA_DIR", METADATA_DIR)?;
     m.add("DEFAULT_SECRET", crate::DEFAULT_SECRET)?;
+    m.add(
+        "SHORT_SECRET_CHARS",
+        crate::sync::admission::SHORT_SECRET_CHARS,
+    )?;
+    m.add("MAX_PEER_TEXT_CHARS", MAX_PEER_TEXT_CHARS)?;
     m.add("SSPError", py.get_type::<SSPError>())?;
     m.add("AuthError", py.get_type::<AuthError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
@@ -410,5 +425,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_folder, m)?)?;
     m.add_function(wrap_pyfunction!(tune_allocator_for_transfers, m)?)?;
     m.add_function(wrap_pyfunction!(validate_path, m)?)?;
+    m.add_function(wrap_pyfunction!(printable, m)?)?;
     Ok(())
 }

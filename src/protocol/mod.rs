@@ -11,7 +11,7 @@ pub use message::{
     Auth, ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Hello, IndexEntry, Message,
     MessageType, SyncComplete, SyncRequest,
 };
-pub use text::{peer_text, sanitize_error, MAX_PEER_TEXT_CHARS};
+pub use text::{peer_text, printable, sanitize_error, MAX_PEER_TEXT_CHARS};
 
 /// The protocol version this engine speaks. Version 1 was the original pure-Python SSP.
 pub const PROTOCOL_VERSION: u32 = 2;

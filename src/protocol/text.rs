@@ -19,22 +19,29 @@ const ELLIPSIS: char = '…';
 /// Whether `c` must not reach a terminal, a log or a page as it is: C0 controls (including
 /// newline, carriage return and ESC), DEL, C1 controls, the Unicode bidi controls (embeddings,
 /// overrides, isolates and marks, which reorder what follows them) and the line and paragraph
-/// separators (which some viewers treat as line breaks).
+/// separators (which some viewers treat as line breaks), and the zero-width no-break space
+/// (a byte-order mark, invisible in the middle of a text).
 fn must_escape(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
         | '\u{61c}' | '\u{200e}' | '\u{200f}'
-        | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` as one safe line, capped at [`MAX_PEER_TEXT_CHARS`]: see [`printable`].
+pub fn peer_text(s: &str) -> String {
+    printable(s, MAX_PEER_TEXT_CHARS)
 }
 
 /// `s` as one safe line: every character of [`must_escape`] written as `\u{..}` (so the text
-/// stays readable and reveals what the peer tried), cut to [`MAX_PEER_TEXT_CHARS`] characters
-/// with an ellipsis.
-pub fn peer_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_PEER_TEXT_CHARS * 4));
+/// stays readable and reveals what the peer tried), cut to `max_chars` characters (escapes and
+/// ellipsis included; an escape is never cut in half). The one rule for text shown to people,
+/// used by the engine and, through the bindings, by the Python CLI, logs and page.
+pub fn printable(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)));
     let mut chars = 0usize;
     // Where the text would end if it has to be cut: the last escape boundary that leaves room
-    // for the ellipsis (an escape is never cut in half).
+    // for the ellipsis.
     let mut cut_at = 0usize;
     for c in s.chars() {
         let before = out.len();
@@ -45,11 +52,13 @@ pub fn peer_text(s: &str) -> String {
             out.push(c);
         }
         chars += out[before..].chars().count();
-        if chars < MAX_PEER_TEXT_CHARS {
+        if chars < max_chars {
             cut_at = out.len();
-        } else if chars > MAX_PEER_TEXT_CHARS {
+        } else if chars > max_chars {
             out.truncate(cut_at);
-            out.push(ELLIPSIS);
+            if max_chars > 0 {
+                out.push(ELLIPSIS);
+            }
             return out;
         }
     }
@@ -138,6 +147,7 @@ mod tests {
                 "x\nINFO authenticated",
                 Some("x\\u{a}INFO authenticated"),
             ),
+            ("byte-order mark", "a\u{feff}b", Some("a\\u{feff}b")),
             ("carriage return", "a\rb", Some("a\\u{d}b")),
             ("DEL and C1", "a\u{7f}\u{9b}b", Some("a\\u{7f}\\u{9b}b")),
             (
@@ -260,6 +270,23 @@ mod tests {
                 t.chars().count() <= MAX_PEER_TEXT_CHARS,
                 "{case}: not capped"
             );
+        }
+    }
+
+    /// `printable` with other caps than the peer-text one: (cap, input, output).
+    #[test]
+    fn printable_keeps_to_any_cap() {
+        let table: &[(usize, &str, &str)] = &[
+            (0, "abc", ""),
+            (1, "abc", "…"),
+            (3, "abc", "abc"),
+            (3, "abcd", "ab…"),
+            (8, "\u{1b}\u{1b}", "\\u{1b}…"),
+            (12, "\u{1b}\u{1b}", "\\u{1b}\\u{1b}"),
+        ];
+        for (cap, input, want) in table {
+            assert_eq!(printable(input, *cap), *want, "cap {cap}, {input:?}");
+            assert!(printable(input, *cap).chars().count() <= *cap);
         }
     }
 }

@@ -685,31 +685,13 @@ fn free_bytes(root: &std::path::Path) -> Option<u64> {
 /// the sync as before.
 fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result<()> {
     match free {
-        Some(free) if needed > free => Err(Error::io(
-            format!(
-                "not enough space in {}: the sync needs {}, {} free; free some space and sync again",
-                root.display(),
-                human_bytes(needed),
-                human_bytes(free)
-            ),
-            std::io::Error::from_raw_os_error(libc::ENOSPC),
-        )),
+        Some(free) if needed > free => Err(Error::NoRoom {
+            path: root.to_path_buf(),
+            needed,
+            free,
+        }),
         _ => Ok(()),
     }
-}
-
-/// `n` bytes for people: "1.5 GiB (1610612736 bytes)", or "512 bytes".
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let (mut value, mut unit) = (n as f64 / 1024.0, 0);
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
@@ -1082,6 +1064,7 @@ mod tests {
                 assert!(text.contains(&format!("{needed} bytes")), "{case}: {text}");
             }
         }
+        use crate::error::human_bytes;
         assert_eq!(human_bytes(512), "512 bytes");
         assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
         assert_eq!(human_bytes(1 << 60), "1.0 EiB (1152921504606846976 bytes)");

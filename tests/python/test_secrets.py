@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ssp import SSPError, SSPServer
-from ssp.server import DEFAULT_SECRET, SHORT_SECRET_CHARS, exposure_problem
+from ssp import ConfigError, SSPServer
+from ssp.server import DEFAULT_SECRET, SHORT_SECRET_CHARS
 from ssp.ui import close_shared_controller
 
 from conftest import HOST, SECRET, one_error_line, run_client, server_command
@@ -55,34 +55,41 @@ def test_cli_accepts_a_secret_file_only_its_owner_can_read(tmp_path: Path, mode:
     assert "secret file" not in line, line  # it got as far as connecting
 
 
+# The rule lives in the engine (`Server::bind` resolves the host and checks every address
+# before it binds); these cases go through the Python API to it. Tests listen on loopback only,
+# so the allowed cases are loopback ones and the refused ones never bind.
 EXPOSURE_CASES = [
     # (secret, host, refused?)
     pytest.param(DEFAULT_SECRET, "localhost", False, id="default-on-localhost"),
     pytest.param(DEFAULT_SECRET, "127.0.0.1", False, id="default-on-127"),
-    pytest.param(DEFAULT_SECRET, "::1", False, id="default-on-v6-loopback"),
     pytest.param(DEFAULT_SECRET, "0.0.0.0", True, id="default-on-any"),
-    pytest.param(DEFAULT_SECRET, "::", True, id="default-on-v6-any"),
-    pytest.param(DEFAULT_SECRET, "192.168.1.5", True, id="default-on-lan"),
-    pytest.param(DEFAULT_SECRET, "myhost.example", True, id="default-on-a-name"),
-    pytest.param("", "localhost", True, id="empty-on-localhost"),
+    pytest.param(DEFAULT_SECRET, "192.0.2.5", True, id="default-on-lan"),
+    pytest.param("", "127.0.0.1", True, id="empty-on-loopback"),
     pytest.param("", "0.0.0.0", True, id="empty-on-any"),
-    pytest.param(SECRET, "0.0.0.0", False, id="real-secret-on-any"),
+    pytest.param(SECRET, "127.0.0.1", False, id="real-secret-on-loopback"),
 ]
 
 
 @pytest.mark.parametrize(("secret", "host", "refused"), EXPOSURE_CASES)
-def test_exposure_rule(secret: str, host: str, refused: bool):
-    problem = exposure_problem(secret, host)
-    assert (problem is not None) is refused, problem
-    if problem:
-        assert "--secret-file" in problem and "SSP_SECRET" in problem, problem
+def test_the_engine_refuses_a_guessable_secret_beyond_loopback(
+    tmp_path: Path, secret: str, host: str, refused: bool
+):
+    server = SSPServer(secret, tmp_path / "served", host=host, port=0)
 
+    async def bind() -> None:
+        try:
+            await server.bind()
+        finally:
+            await server.stop()
 
-@pytest.mark.parametrize("secret", [DEFAULT_SECRET, ""], ids=["default", "empty"])
-def test_api_refuses_to_serve_everywhere_with_a_guessable_secret(tmp_path: Path, secret: str):
-    server = SSPServer(secret, tmp_path / "served", host="0.0.0.0", port=0)
-    with pytest.raises(SSPError, match="secret"):
-        asyncio.run(server.bind())
+    if refused:
+        with pytest.raises(ConfigError) as caught:
+            asyncio.run(bind())
+        text = str(caught.value)
+        assert "--secret-file" in text and "SSP_SECRET" in text, text
+        assert "\n" not in text, "one line"
+    else:
+        asyncio.run(bind())
     assert not server.running
 
 
