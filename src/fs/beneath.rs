@@ -6,112 +6,36 @@
 //! `openat2`) it walks the components with `openat(O_NOFOLLOW)`. Either way there is no window
 //! between a check and the open, unlike canonicalize-then-open.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-#[cfg(target_os = "linux")]
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::dir::{Dir, Resolve};
 use super::RelPath;
 
-/// A handle on a folder to open files beneath.
+/// A handle on a folder to open files beneath (reads; writes go through `write::WriteRoot`,
+/// both on the same [`Dir`] resolution).
 pub struct Beneath {
-    dir: OwnedFd,
-}
-
-/// Flags of the final open: never a symlink, and never blocking on a FIFO or device swapped in
-/// (regular files ignore `O_NONBLOCK`; callers `fstat` and refuse anything else).
-const FILE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-
-#[cfg(target_os = "linux")]
-static OPENAT2_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-
-fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
-}
-
-/// `openat(dir, name, flags)` as an owned descriptor.
-fn openat(dir: RawFd, name: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is a valid NUL-terminated string; the returned descriptor is ours.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    dir: Dir,
+    /// Always `Kernel` (with its own fallback) except in tests that force the portable walk.
+    resolve: Resolve,
 }
 
 impl Beneath {
     /// Opens `root` (itself may be reached through symlinks: the user chose it).
     pub fn new(root: &Path) -> io::Result<Beneath> {
-        let path = cstring(root.as_os_str().as_bytes())?;
-        let dir = openat(libc::AT_FDCWD, &path, libc::O_DIRECTORY | libc::O_PATH)?;
-        Ok(Beneath { dir })
+        Ok(Beneath {
+            dir: Dir::open_root(root)?,
+            resolve: Resolve::Kernel,
+        })
     }
 
     /// Opens `rel` read-only (non-blocking: a FIFO opens at once; check it is a regular file).
     /// Fails (ELOOP, EXDEV, ENOTDIR, ...) if any component is a symlink or the path would leave
     /// the folder.
     pub fn open_read(&self, rel: &RelPath) -> io::Result<File> {
-        let name = cstring(rel.as_str().as_bytes())?;
-        #[cfg(target_os = "linux")]
-        if !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
-            match self.openat2(&name) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
-                }
-                other => return other.map(File::from),
-            }
-        }
-        self.walk(rel).map(File::from)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn openat2(&self, name: &CString) -> io::Result<OwnedFd> {
-        // SAFETY: `open_how` is plain data; all-zero is a valid value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (FILE_FLAGS | libc::O_CLOEXEC) as u64;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: valid descriptor, NUL-terminated path and a correctly sized `open_how`.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                name.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new descriptor that nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-    }
-
-    /// Component by component: every folder with `O_NOFOLLOW | O_DIRECTORY`, the file with
-    /// `O_NOFOLLOW`. `RelPath` has no `.`, `..` or empty components.
-    fn walk(&self, rel: &RelPath) -> io::Result<OwnedFd> {
-        let mut parts = rel.as_str().split('/').peekable();
-        let mut dir: Option<OwnedFd> = None;
-        while let Some(part) = parts.next() {
-            let at = dir.as_ref().map_or(self.dir.as_raw_fd(), |d| d.as_raw_fd());
-            let name = cstring(part.as_bytes())?;
-            if parts.peek().is_some() {
-                dir = Some(openat(
-                    at,
-                    &name,
-                    libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH,
-                )?);
-            } else {
-                return openat(at, &name, FILE_FLAGS);
-            }
-        }
-        Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
+        let parts: Vec<&str> = rel.as_str().split('/').collect();
+        self.dir.open_file_at(&parts, self.resolve)
     }
 }
 
@@ -137,16 +61,12 @@ mod tests {
         symlink(base.path().join("outdir"), root.join("dirlink")).unwrap();
         symlink("b", root.join("a/inner")).unwrap();
 
-        let b = Beneath::new(&root).unwrap();
-        let both = [true, false];
-        for use_walk in both {
-            let open = |p: &str| {
-                if use_walk {
-                    b.walk(&rel(p)).map(File::from)
-                } else {
-                    b.open_read(&rel(p))
-                }
-            };
+        for use_walk in [true, false] {
+            let mut b = Beneath::new(&root).unwrap();
+            if use_walk {
+                b.resolve = Resolve::Walk;
+            }
+            let open = |p: &str| b.open_read(&rel(p));
             let mut s = String::new();
             use std::io::Read;
             open("a/b/f.txt").unwrap().read_to_string(&mut s).unwrap();

@@ -37,6 +37,10 @@ static OPENAT2_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// Flags of every folder open: read-only (portable: `O_PATH` is Linux-only), never a symlink.
 const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+/// Flags of a file opened for reading through a path: never a symlink, and never blocking on a
+/// FIFO or device swapped in (regular files ignore `O_NONBLOCK`; callers `fstat` and refuse
+/// anything else).
+const READ_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
 
 pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
@@ -145,6 +149,37 @@ impl Dir {
             dir = dir.open_dir(p)?;
         }
         Ok(dir)
+    }
+
+    /// Opens the existing file `parts` below this one read-only, refusing symlinks in every
+    /// component (resolved as `resolve` says) and never blocking on a FIFO or device; callers
+    /// `fstat` the result before trusting it.
+    pub fn open_file_at(&self, parts: &[&str], resolve: Resolve) -> io::Result<File> {
+        let Some((name, folders)) = parts.split_last() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+        };
+        #[cfg(target_os = "linux")]
+        if resolve == Resolve::Kernel && !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
+            for p in parts {
+                component(p)?;
+            }
+            let joined = cstring(parts.join("/").as_bytes())?;
+            match self.openat2(&joined, READ_FLAGS) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
+                }
+                other => return other.map(File::from),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = resolve;
+        let fd = if folders.is_empty() {
+            openat(self.raw(), &component(name)?, READ_FLAGS, 0)?
+        } else {
+            let dir = self.open_path(folders, Resolve::Walk)?;
+            openat(dir.raw(), &component(name)?, READ_FLAGS, 0)?
+        };
+        Ok(File::from(fd))
     }
 
     #[cfg(target_os = "linux")]
