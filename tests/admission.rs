@@ -163,7 +163,8 @@ async fn a_guess_ended_any_way_after_pake_reply_is_counted_and_penalised() {
         Ending::Silence,
     ];
     for ending in endings {
-        let (_base, server) = Running::serving_f(Duration::from_millis(500)).await;
+        // Short, so the silent endings time out soon; long enough for a loaded machine.
+        let (_base, server) = Running::serving_f(Duration::from_millis(1500)).await;
         for n in 1..=FREE_FAILURES_PER_SOURCE {
             let outcome = raw_guess(server.port, loopback(1), ending).await;
             assert!(

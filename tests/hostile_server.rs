@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{tree, SECRET};
+use common::{entry, tree, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use ssp::net::{server_handshake, Connection};
 use ssp::protocol::{
@@ -22,17 +22,6 @@ use tokio::task::JoinHandle;
 
 /// However a case goes wrong, the client must have given up by then.
 const GIVE_UP: Duration = Duration::from_secs(60);
-
-fn entry(path: &str, content: &[u8]) -> IndexEntry {
-    IndexEntry {
-        path: path.into(),
-        size: content.len() as u64,
-        mtime_ns: 1_600_000_000_000_000_000,
-        executable: false,
-        mode: None,
-        hash: blake3::hash(content).to_hex().to_string(),
-    }
-}
 
 /// A fake server: authenticates one client with the real handshake, then plays `script`.
 /// Returns what the script returns.

@@ -42,9 +42,35 @@ impl Running {
         (base, server)
     }
 
+    /// A server on a one-file folder that gives a new connection `hello_timeout` to say HELLO
+    /// (and the default time for the rest of the handshake, so honest clients on a loaded
+    /// machine are not cut off).
+    pub async fn serving_f_with_hello_timeout(
+        hello_timeout: Duration,
+    ) -> (tempfile::TempDir, Running) {
+        let base = tempfile::tempdir().unwrap();
+        write(base.path(), "f", b"x");
+        let mut config = ServerConfig::new(SECRET, base.path(), "127.0.0.1", 0);
+        config.hello_timeout = hello_timeout;
+        let server = Self::start_with(config).await;
+        (base, server)
+    }
+
     pub async fn stop(self) {
         self.server.stop().await;
         self.task.await.expect("serve task");
+    }
+}
+
+/// The index entry a server would send for a file `path` holding `content`.
+pub fn entry(path: &str, content: &[u8]) -> ssp::protocol::IndexEntry {
+    ssp::protocol::IndexEntry {
+        path: path.into(),
+        size: content.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+        executable: false,
+        mode: None,
+        hash: blake3::hash(content).to_hex().to_string(),
     }
 }
 
