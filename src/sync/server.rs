@@ -180,8 +180,13 @@ impl Server {
     }
 
     /// Accepts and serves clients until `stop`. Binds first if `bind` was not called.
+    /// A `stop` that came after the last `bind` but before `serve` began wins: `serve` then
+    /// returns at once instead of binding again and serving until the next `stop`.
     pub async fn serve(&self) -> Result<()> {
         if self.listener.lock().await.is_none() {
+            if lock(&self.shutdown).is_cancelled() {
+                return Ok(());
+            }
             self.bind().await?;
         }
         let Some(listener) = self.listener.lock().await.take() else {
