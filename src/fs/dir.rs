@@ -124,26 +124,44 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// `parts` opened with `flags` in one `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` call,
+    /// or `None` where the caller must walk instead (asked to, or no `openat2` here).
+    fn kernel_open(
+        &self,
+        parts: &[&str],
+        flags: libc::c_int,
+        resolve: Resolve,
+    ) -> Option<io::Result<OwnedFd>> {
+        #[cfg(target_os = "linux")]
+        if resolve == Resolve::Kernel && !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
+            let joined = parts
+                .iter()
+                .try_for_each(|p| component(p).map(drop))
+                .and_then(|()| cstring(parts.join("/").as_bytes()));
+            let joined = match joined {
+                Ok(j) => j,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.openat2(&joined, flags) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
+                }
+                other => return Some(other),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (parts, flags, resolve);
+        None
+    }
+
     /// Opens the folder `parts` below this one, refusing symlinks in every component.
     pub fn open_path(&self, parts: &[&str], resolve: Resolve) -> io::Result<Dir> {
         if parts.is_empty() {
             return self.try_clone();
         }
-        #[cfg(target_os = "linux")]
-        if resolve == Resolve::Kernel && !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
-            for p in parts {
-                component(p)?;
-            }
-            let joined = cstring(parts.join("/").as_bytes())?;
-            match self.openat2(&joined, DIR_FLAGS) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
-                }
-                other => return other.map(|fd| Dir { fd }),
-            }
+        if let Some(opened) = self.kernel_open(parts, DIR_FLAGS, resolve) {
+            return opened.map(|fd| Dir { fd });
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = resolve;
         let mut dir = self.open_dir(parts[0])?;
         for p in &parts[1..] {
             dir = dir.open_dir(p)?;
@@ -158,21 +176,9 @@ impl Dir {
         let Some((name, folders)) = parts.split_last() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
         };
-        #[cfg(target_os = "linux")]
-        if resolve == Resolve::Kernel && !OPENAT2_UNAVAILABLE.load(Ordering::Relaxed) {
-            for p in parts {
-                component(p)?;
-            }
-            let joined = cstring(parts.join("/").as_bytes())?;
-            match self.openat2(&joined, READ_FLAGS) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                    OPENAT2_UNAVAILABLE.store(true, Ordering::Relaxed);
-                }
-                other => return other.map(File::from),
-            }
+        if let Some(opened) = self.kernel_open(parts, READ_FLAGS, resolve) {
+            return opened.map(File::from);
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = resolve;
         let fd = if folders.is_empty() {
             openat(self.raw(), &component(name)?, READ_FLAGS, 0)?
         } else {
