@@ -454,6 +454,16 @@ def streamlit_healthy(url: str) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Asks ``proc`` to stop with ``sig``; kills it if it has not ended within ``timeout``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 @contextlib.contextmanager
 def streamlit_server(
     tmp_path: Path, *extra: str, cwd: Path = REPO, env: dict[str, str] | None = None
@@ -507,12 +517,7 @@ def streamlit_server(
             time.sleep(0.2)
         yield port, log_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STREAMLIT_START_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STREAMLIT_START_S)
+        stop_process(proc, signal.SIGTERM, STREAMLIT_START_S)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
@@ -540,6 +545,7 @@ __all__ = [
     "snapshot",
     "ssp",
     "statuses_of",
+    "stop_process",
     "streamlit_healthy",
     "streamlit_server",
     "write_file",

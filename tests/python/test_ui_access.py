@@ -27,7 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from ssp.ui.access import TOKEN_ENV, TOKEN_PARAM, host_refusal, token_refusal
 
-from conftest import HOST, REPO, free_port, streamlit_healthy, streamlit_server
+from conftest import HOST, REPO, free_port, stop_process, streamlit_healthy, streamlit_server
 
 # Bounds a hang, never a speed.
 HANG_S = 60
@@ -299,11 +299,6 @@ def test_the_launcher_prints_the_one_link_that_opens_the_page(tmp_path: Path):
         assert page_kinds(port) == ["text"]
         assert "button" in page_kinds(port, f"token={match[1]}")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(HANG_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(HANG_S)
+        stop_process(proc, signal.SIGINT, HANG_S)
         if proc.stdout is not None:
             proc.stdout.close()

@@ -17,7 +17,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,27 @@ def launch_chromium():
     return sync_playwright()
 
 
+@contextmanager
+def chromium_page(*args: str) -> Iterator[Any]:
+    """A page in Debian's headless Chromium (started with ``args``); a failure inside leaves a
+    full-page screenshot in tests/output and prints the page's text, for whoever reads it."""
+    with launch_chromium() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=list(args)
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_S * 1000)
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
+                print(f"page text at the failure:\n{page.inner_text('body')}")
+                raise
+        finally:
+            browser.close()
+
+
 def fill(page, name: str, value: str, role: str = "textbox") -> None:
     field = page.get_by_role(role, name=name, exact=True)
     field.fill(value)
@@ -82,57 +105,46 @@ def test_start_server_and_sync_in_the_browser(streamlit_app: str, demo_dir: Path
     ssp_port = free_port()
     OUTPUT.mkdir(parents=True, exist_ok=True)
 
-    with launch_chromium() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(HANG_S * 1000)
-            page.goto(streamlit_app)
-            page.get_by_text("SmartSync Protocol").first.wait_for()
+    with chromium_page() as page:
+        page.goto(streamlit_app)
+        page.get_by_text("SmartSync Protocol").first.wait_for()
 
-            # Sidebar: a real secret, the loopback address, a free port, the served folder.
-            fill(page, "Shared secret", SECRET)
-            page.get_by_text("You are using the default secret").wait_for(state="detached")
-            fill(page, "Host", HOST)
-            fill(page, "Port", str(ssp_port), role="spinbutton")
-            fill(page, "Sync folder", str(src))
+        # Sidebar: a real secret, the loopback address, a free port, the served folder.
+        fill(page, "Shared secret", SECRET)
+        page.get_by_text("You are using the default secret").wait_for(state="detached")
+        fill(page, "Host", HOST)
+        fill(page, "Port", str(ssp_port), role="spinbutton")
+        fill(page, "Sync folder", str(src))
 
-            page.get_by_role("button", name="Start Server").click()
-            page.get_by_text(f"Running on {HOST}:{ssp_port}").wait_for()
-            page.screenshot(path=str(OUTPUT / "ui-server.png"))
+        page.get_by_role("button", name="Start Server").click()
+        page.get_by_text(f"Running on {HOST}:{ssp_port}").wait_for()
+        page.screenshot(path=str(OUTPUT / "ui-server.png"))
 
-            page.get_by_role("tab", name="Client").click()
-            fill(page, "Client folder", str(dst))
-            page.get_by_text("Client folder").first.wait_for()
-            page.get_by_role("button", name="Start Sync").click()
-            page.get_by_text("Sync progress: 100%").wait_for()
-            page.get_by_text("Synced 4 file(s)").wait_for()
-            page.wait_for_timeout(800)  # let the progress bar's animation settle for the picture
-            page.screenshot(path=str(OUTPUT / "ui-client.png"))
+        page.get_by_role("tab", name="Client").click()
+        fill(page, "Client folder", str(dst))
+        page.get_by_text("Client folder").first.wait_for()
+        page.get_by_role("button", name="Start Sync").click()
+        page.get_by_text("Sync progress: 100%").wait_for()
+        page.get_by_text("Synced 4 file(s)").wait_for()
+        page.wait_for_timeout(800)  # let the progress bar's animation settle for the picture
+        page.screenshot(path=str(OUTPUT / "ui-client.png"))
 
-            page.get_by_role("tab", name="Monitoring").click()
-            page.get_by_test_id("stRadioOption").get_by_text("Client folder").click()
-            table = page.get_by_test_id("stDataFrame").first
-            deadline = time.monotonic() + HANG_S
-            while not all(name in (table.text_content() or "") for name in names):
-                assert time.monotonic() < deadline, f"files not listed: {table.text_content()}"
-                page.wait_for_timeout(200)
-            page.screenshot(path=str(OUTPUT / "ui-monitoring.png"))
-            page.get_by_text("Throughput").scroll_into_view_if_needed()
-            page.get_by_test_id("stVegaLiteChart").first.wait_for()  # it has points by now
-            page.screenshot(path=str(OUTPUT / "ui-performance.png"))
+        page.get_by_role("tab", name="Monitoring").click()
+        page.get_by_test_id("stRadioOption").get_by_text("Client folder").click()
+        table = page.get_by_test_id("stDataFrame").first
+        deadline = time.monotonic() + HANG_S
+        while not all(name in (table.text_content() or "") for name in names):
+            assert time.monotonic() < deadline, f"files not listed: {table.text_content()}"
+            page.wait_for_timeout(200)
+        page.screenshot(path=str(OUTPUT / "ui-monitoring.png"))
+        page.get_by_text("Throughput").scroll_into_view_if_needed()
+        page.get_by_test_id("stVegaLiteChart").first.wait_for()  # it has points by now
+        page.screenshot(path=str(OUTPUT / "ui-performance.png"))
 
-            page.get_by_role("tab", name="Server").click()
-            page.get_by_role("button", name="Stop Server").click()
-            page.get_by_text("Stopped").first.wait_for()
-            assert page.get_by_text("Traceback").count() == 0
-        except Exception:
-            # Leave what the page showed, for whoever reads the failure.
-            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
-            print(f"page text at the failure:\n{page.inner_text('body')}")
-            raise
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Server").click()
+        page.get_by_role("button", name="Stop Server").click()
+        page.get_by_text("Stopped").first.wait_for()
+        assert page.get_by_text("Traceback").count() == 0
 
     assert_synced(src, dst)
     if os.environ.get("SSP_UPDATE_SCREENSHOT"):
@@ -149,83 +161,59 @@ def test_a_rebound_name_gets_no_page_in_the_browser(tmp_path: Path):
     so nothing of the page appears; with Streamlit's allow-list widened to ``*`` the page's own
     check shows one line and no tab. At http://localhost the page works."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    with launch_chromium() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(HANG_S * 1000)
-        try:
-            with streamlit_server(tmp_path / "default") as (port, _log):
-                sockets: list = []
+    with chromium_page(f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1") as page:
+        with streamlit_server(tmp_path / "default") as (port, _log):
+            sockets: list = []
 
-                def opened(ws) -> None:
-                    sockets.append(ws)
+            def opened(ws) -> None:
+                sockets.append(ws)
 
-                page.on("websocket", opened)
-                page.goto(f"http://{REBOUND}:{port}")
-                # Streamlit's page skeleton loads; its WebSocket is refused (and retried).
-                deadline = time.monotonic() + HANG_S
-                while sum(ws.is_closed() for ws in sockets) < 2:
-                    assert time.monotonic() < deadline, f"no WebSocket refused: {sockets}"
-                    page.wait_for_timeout(200)
-                page.remove_listener("websocket", opened)
-                page.screenshot(path=str(OUTPUT / "ui-rebound-refused.png"))
-                assert page.get_by_role("tab").count() == 0
-                assert page.get_by_text("SmartSync Protocol").count() == 0
-                assert page.get_by_role("button", name="Start Server").count() == 0
+            page.on("websocket", opened)
+            page.goto(f"http://{REBOUND}:{port}")
+            # Streamlit's page skeleton loads; its WebSocket is refused (and retried).
+            deadline = time.monotonic() + HANG_S
+            while sum(ws.is_closed() for ws in sockets) < 2:
+                assert time.monotonic() < deadline, f"no WebSocket refused: {sockets}"
+                page.wait_for_timeout(200)
+            page.remove_listener("websocket", opened)
+            page.screenshot(path=str(OUTPUT / "ui-rebound-refused.png"))
+            assert page.get_by_role("tab").count() == 0
+            assert page.get_by_text("SmartSync Protocol").count() == 0
+            assert page.get_by_role("button", name="Start Server").count() == 0
 
-                page.goto(f"http://localhost:{port}")
-                page.get_by_role("tab", name="Server").wait_for()
-                page.get_by_role("button", name="Start Server").wait_for()
+            page.goto(f"http://localhost:{port}")
+            page.get_by_role("tab", name="Server").wait_for()
+            page.get_by_role("button", name="Start Server").wait_for()
 
-            with streamlit_server(tmp_path / "star", "--server.allowedHosts", "*") as (port, _):
-                page.goto(f"http://{REBOUND}:{port}")
-                page.get_by_text("This page answers only at http://localhost").wait_for()
-                page.screenshot(path=str(OUTPUT / "ui-rebound-page-refusal.png"))
-                assert page.get_by_role("tab").count() == 0
-                assert page.get_by_text("SmartSync Protocol").count() == 0
-                assert page.get_by_role("button").filter(has_text="Start").count() == 0
-        except Exception:
-            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
-            print(f"page text at the failure:\n{page.inner_text('body')}")
-            raise
-        finally:
-            browser.close()
+        with streamlit_server(tmp_path / "star", "--server.allowedHosts", "*") as (port, _):
+            page.goto(f"http://{REBOUND}:{port}")
+            page.get_by_text("This page answers only at http://localhost").wait_for()
+            page.screenshot(path=str(OUTPUT / "ui-rebound-page-refusal.png"))
+            assert page.get_by_role("tab").count() == 0
+            assert page.get_by_text("SmartSync Protocol").count() == 0
+            assert page.get_by_role("button").filter(has_text="Start").count() == 0
 
 
 def test_a_hostile_servers_error_shows_as_text_in_the_browser(streamlit_app: str, tmp_path: Path):
     """A server answers HELLO with an ERROR whose message is Markdown and escape sequences: the
     Client tab shows it character for character, with no link and no remote image."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    with error_server() as bad_port, launch_chromium() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(HANG_S * 1000)
-        try:
-            page.goto(streamlit_app)
-            page.get_by_text("SmartSync Protocol").first.wait_for()
-            fill(page, "Shared secret", SECRET)
-            page.get_by_role("tab", name="Client").click()
-            fill(page, "Server host", HOST)
-            fill(page, "Server port", str(bad_port), role="spinbutton")
-            fill(page, "Client folder", str(tmp_path / "client"))
-            page.get_by_role("button", name="Start Sync").click()
-            # The error alert (the log box below shows the same line in a code block).
-            alert = page.locator('[data-testid="stAlertContentError"]')
-            alert.filter(has_text="[link](http://x) ![img](http://x/i.png)").first.wait_for()
-            page.get_by_text("Failed").first.wait_for()
-            alert.first.scroll_into_view_if_needed()
-            page.screenshot(path=str(OUTPUT / "ui-hostile-error.png"))
-            assert page.locator('a[href^="http://x"]').count() == 0
-            assert page.locator('img[src^="http://x"]').count() == 0
-            body = page.inner_text("body")
-            assert "\x1b" not in body and "\x07" not in body, repr(body[-500:])
-        except Exception:
-            page.screenshot(path=str(OUTPUT / "ui-failure.png"), full_page=True)
-            print(f"page text at the failure:\n{page.inner_text('body')}")
-            raise
-        finally:
-            browser.close()
+    with error_server() as bad_port, chromium_page() as page:
+        page.goto(streamlit_app)
+        page.get_by_text("SmartSync Protocol").first.wait_for()
+        fill(page, "Shared secret", SECRET)
+        page.get_by_role("tab", name="Client").click()
+        fill(page, "Server host", HOST)
+        fill(page, "Server port", str(bad_port), role="spinbutton")
+        fill(page, "Client folder", str(tmp_path / "client"))
+        page.get_by_role("button", name="Start Sync").click()
+        # The error alert (the log box below shows the same line in a code block).
+        alert = page.locator('[data-testid="stAlertContentError"]')
+        alert.filter(has_text="[link](http://x) ![img](http://x/i.png)").first.wait_for()
+        page.get_by_text("Failed").first.wait_for()
+        alert.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(OUTPUT / "ui-hostile-error.png"))
+        assert page.locator('a[href^="http://x"]').count() == 0
+        assert page.locator('img[src^="http://x"]').count() == 0
+        body = page.inner_text("body")
+        assert "\x1b" not in body and "\x07" not in body, repr(body[-500:])
