@@ -151,6 +151,10 @@ proptest! {
                     deleted: *deleted,
                     version: VersionVector::default(),
                     blocks: Vec::new(),
+                    kind: Default::default(),
+                    target: None,
+                    sequence: 0,
+                    modified_by: None,
                 });
             }
         }

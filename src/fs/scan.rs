@@ -293,6 +293,10 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
                     deleted: false,
                     version: VersionVector::default(),
                     blocks: Vec::new(),
+                    kind: Default::default(),
+                    target: None,
+                    sequence: 0,
+                    modified_by: None,
                 };
                 changed.push(rec.clone());
                 out.files.push(rec);

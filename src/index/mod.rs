@@ -3,11 +3,11 @@
 
 mod plan;
 mod store;
+mod version;
 
 pub use plan::{plan_pull, PullPlan};
 pub use store::IndexStore;
-
-use std::collections::BTreeMap;
+pub use version::{Causality, DeviceId, VersionVector};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,17 +44,23 @@ impl<'de> Deserialize<'de> for Hash {
     }
 }
 
-/// Per-device change counters (Syncthing-style). Unused by pull-only sync; stored now so that
-/// two-way sync can compare histories without migrating the store.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionVector(pub BTreeMap<String, u64>);
-
 /// A content-defined block of a file, for delta transfer (filled in by a later version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     pub offset: u64,
     pub size: u32,
     pub hash: Hash,
+}
+
+/// What is at a path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    #[default]
+    File,
+    Dir,
+    /// A symbolic link whose target is relative and stays inside the folder.
+    Symlink,
 }
 
 /// Everything the index knows about one path.
@@ -82,12 +88,19 @@ pub struct FileRecord {
     pub version: VersionVector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<Block>,
-}
-
-impl VersionVector {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+    /// File, folder or symlink (records before two-way sync are files).
+    #[serde(default)]
+    pub kind: EntryKind,
+    /// A symlink's target (relative, `/`-separated); `hash` is BLAKE3 of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The folder's change counter when this record last changed here (local change or a
+    /// version adopted from a peer): orders the index for "what changed since N".
+    #[serde(default)]
+    pub sequence: u64,
+    /// The device whose change made this version (names conflict copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_by: Option<DeviceId>,
 }
 
 impl FileRecord {

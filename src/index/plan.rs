@@ -80,6 +80,10 @@ mod tests {
             deleted,
             version: VersionVector::default(),
             blocks: vec![],
+            kind: Default::default(),
+            target: None,
+            sequence: 0,
+            modified_by: None,
         }
     }
 

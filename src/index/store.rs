@@ -112,6 +112,10 @@ mod tests {
             deleted: false,
             version: VersionVector::default(),
             blocks: vec![],
+            kind: Default::default(),
+            target: None,
+            sequence: 0,
+            modified_by: None,
         }
     }
 

@@ -470,6 +470,10 @@ fn record(e: &IndexEntry, hash: Hash, written: &crate::fs::Written) -> FileRecor
         deleted: false,
         version: VersionVector::default(),
         blocks: Vec::new(),
+        kind: Default::default(),
+        target: None,
+        sequence: 0,
+        modified_by: None,
     }
 }
 
