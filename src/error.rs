@@ -73,6 +73,13 @@ pub enum Error {
         total: u64,
         first: String,
     },
+    #[error("sync folder {}: another sync is using this folder{}; wait for it to finish or stop it", path.display(), holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    FolderBusy {
+        path: PathBuf,
+        holder: Option<String>,
+    },
+    #[error("sync folder {}: {reason}; nothing was deleted anywhere (if this is what you meant, sync again allowing mass deletion: allow_mass_delete / --allow-mass-delete)", path.display())]
+    MassDeletion { path: PathBuf, reason: String },
     #[error("sync cancelled")]
     Cancelled,
     /// One line saying what is wrong and how to fix it.
@@ -88,12 +95,16 @@ impl Error {
             Error::Remote { code, .. } if code == "auth_failed" => ErrorKind::Auth,
             // The server refused us for now (too many failures): retrying later may work.
             Error::Remote { code, .. } if code == "rate_limited" => ErrorKind::Connection,
+            // The server does not take changes: a setting on one side or the other.
+            Error::Remote { code, .. } if code == "read_only" => ErrorKind::Config,
             Error::Protocol(_) | Error::VersionMismatch { .. } | Error::Remote { .. } => {
                 ErrorKind::Protocol
             }
             Error::BadPath { .. } => ErrorKind::Path,
             Error::AddressInUse { .. } => ErrorKind::AddressInUse,
-            Error::Folder { .. } => ErrorKind::Folder,
+            Error::Folder { .. } | Error::FolderBusy { .. } | Error::MassDeletion { .. } => {
+                ErrorKind::Folder
+            }
             Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) => {
                 ErrorKind::Connection
             }

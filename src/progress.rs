@@ -23,6 +23,8 @@ pub enum Status {
     SyncStarted,
     SyncCompleted,
     SyncError,
+    /// A path changed on both sides; both versions were kept.
+    Conflict,
     ConnectionError,
     ServerError,
     Disconnected,
@@ -40,6 +42,7 @@ impl Status {
             Status::SyncStarted => "SYNC_STARTED",
             Status::SyncCompleted => "SYNC_COMPLETED",
             Status::SyncError => "SYNC_ERROR",
+            Status::Conflict => "CONFLICT",
             Status::ConnectionError => "CONNECTION_ERROR",
             Status::ServerError => "SERVER_ERROR",
             Status::Disconnected => "DISCONNECTED",

@@ -38,7 +38,12 @@ async fn hostile_server(
         let mut seen = Vec::new();
         while let Some(Ok(msg)) = conn.reader.next().await {
             match &msg {
-                Message::SyncRequest(_) => {
+                Message::SyncRequest(r) => {
+                    let reply = SyncRequest {
+                        device: common::PEER_DEVICE,
+                        ..r.clone()
+                    };
+                    conn.writer.send(Message::SyncRequest(reply)).await.unwrap();
                     let idx = Message::FileIndex(FileIndex {
                         entries: index.clone(),
                         last: true,
@@ -58,8 +63,8 @@ async fn hostile_server(
                         }
                     }
                 }
-                Message::SyncComplete(_) => {
-                    let _ = conn.writer.send(Message::Ack).await;
+                Message::SyncComplete(c) => {
+                    let _ = conn.writer.send(Message::SyncComplete(c.clone())).await;
                 }
                 _ => {}
             }
@@ -210,7 +215,9 @@ async fn hostile_client(port: u16, msg: Message) -> Vec<Message> {
     let mut conn = client_handshake(stream, SECRET.as_bytes()).await.unwrap();
     conn.writer
         .send(Message::SyncRequest(SyncRequest {
-            mode: "pull".into(),
+            mode: ssp::protocol::SyncMode::Pull,
+            device: common::PEER_DEVICE,
+            read_only: false,
         }))
         .await
         .unwrap();
@@ -459,10 +466,13 @@ async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
         .unwrap();
     let mut conn = client_handshake(stream, SECRET.as_bytes()).await.unwrap();
     conn.send(Message::SyncRequest(SyncRequest {
-        mode: "pull".into(),
+        mode: ssp::protocol::SyncMode::Pull,
+        device: common::PEER_DEVICE,
+        read_only: false,
     }))
     .await
     .unwrap();
+    assert!(matches!(conn.recv().await.unwrap(), Message::SyncRequest(_)));
     match conn.recv().await.unwrap() {
         Message::FileIndex(ix) => assert_eq!(ix.entries[0].size, 3),
         other => panic!("expected the index, got {other:?}"),

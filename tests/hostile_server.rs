@@ -12,7 +12,7 @@ use common::{entry, tree, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use ssp::net::{server_handshake, Connection};
 use ssp::protocol::{
-    ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, IndexEntry, Message,
+    ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, IndexEntry, Message, SyncRequest,
     INDEX_BATCH_ENTRIES, MAX_PEER_TEXT_CHARS,
 };
 use ssp::{Client, ClientConfig, Error, ErrorKind, Event, EventSink};
@@ -41,10 +41,15 @@ where
     (port, task)
 }
 
-/// Waits for the client's SYNC_REQUEST.
+/// Waits for the client's SYNC_REQUEST and answers it as a server that takes changes.
 async fn sync_requested(conn: &mut Connection) {
     while let Some(Ok(msg)) = conn.reader.next().await {
-        if matches!(msg, Message::SyncRequest(_)) {
+        if let Message::SyncRequest(r) = msg {
+            let reply = SyncRequest {
+                device: common::PEER_DEVICE,
+                ..r
+            };
+            conn.writer.send(Message::SyncRequest(reply)).await.unwrap();
             return;
         }
     }
@@ -81,7 +86,7 @@ async fn serving(
                         id: Some(*id),
                     }),
                 },
-                Message::SyncComplete(_) => Message::Ack,
+                Message::SyncComplete(c) => Message::SyncComplete(c.clone()),
                 _ => Message::Heartbeat,
             };
             seen.push(msg);
@@ -249,7 +254,7 @@ async fn a_silent_server_fails_the_sync_at_the_progress_timeout() {
         (Silent::BeforeTheIndex, "the index"),
         (Silent::AfterTheIndex, "file data"),
         (Silent::MidFile, "file data"),
-        (Silent::BeforeTheAck, "ACK"),
+        (Silent::BeforeTheAck, "the peer to finish"),
     ];
     for (when, waiting_for) in table {
         let base = tempfile::tempdir().unwrap();
@@ -314,8 +319,8 @@ async fn heartbeats_keep_a_slow_server_alive_past_the_progress_timeout() {
         };
         conn.writer.send(Message::FileIndex(idx)).await.unwrap();
         while let Some(Ok(msg)) = conn.reader.next().await {
-            if matches!(msg, Message::SyncComplete(_)) {
-                conn.writer.send(Message::Ack).await.unwrap();
+            if let Message::SyncComplete(c) = msg {
+                conn.writer.send(Message::SyncComplete(c)).await.unwrap();
             }
         }
     })
@@ -503,7 +508,7 @@ async fn speaking(channel: Channel, text: String) -> u16 {
                     message: text.clone(),
                     id: Some(r.id),
                 }),
-                Message::SyncComplete(_) => Message::Ack,
+                Message::SyncComplete(c) => Message::SyncComplete(c.clone()),
                 _ => continue,
             };
             let _ = conn.writer.send(reply).await;

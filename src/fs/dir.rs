@@ -88,9 +88,14 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 pub struct EntryStat {
     /// A regular file (not a symlink, folder, FIFO, ...).
     pub is_file: bool,
+    /// A folder (not a symlink to one).
+    pub is_dir: bool,
     pub len: u64,
     pub nlink: u64,
     pub mtime_s: i64,
+    /// The mtime in nanoseconds since the epoch, as the scan records it.
+    pub mtime_ns: i64,
+    pub ino: u64,
 }
 
 /// A folder reached without symlinks (or the sync root, which the user chose).
@@ -282,6 +287,36 @@ impl Dir {
         check(unsafe { libc::renameat(self.raw(), f.as_ptr(), self.raw(), t.as_ptr()) })
     }
 
+    /// `renameat(self, from, to_dir, to)`: moves a name into another folder of the same file
+    /// system, atomically.
+    pub fn rename_to(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::renameat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr()) })
+    }
+
+    /// `linkat(self, from, to_dir, to, 0)`: a second name for the same file (a symlink is
+    /// linked itself, never followed).
+    pub fn link_to(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::linkat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr(), 0) })
+    }
+
+    /// `symlinkat(target, self, name)`: a new symlink (never replaces anything).
+    pub fn symlink(&self, target: &str, name: &str) -> io::Result<()> {
+        let (t, n) = (cstring(target.as_bytes())?, component(name)?);
+        // SAFETY: valid descriptor and NUL-terminated strings.
+        check(unsafe { libc::symlinkat(t.as_ptr(), self.raw(), n.as_ptr()) })
+    }
+
+    /// `unlinkat(self, name, AT_REMOVEDIR)`: removes an empty folder.
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        let c = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), libc::AT_REMOVEDIR) })
+    }
+
     /// `unlinkat(self, name, 0)`: removes a name (a hard link's other names are untouched).
     pub fn unlink(&self, name: &str) -> io::Result<()> {
         let c = component(name)?;
@@ -298,11 +333,17 @@ impl Dir {
         check(unsafe {
             libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
         })?;
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
         Ok(EntryStat {
             is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
             len: st.st_size as u64,
             nlink: st.st_nlink as u64,
             mtime_s: st.st_mtime as i64,
+            mtime_ns: (st.st_mtime as i64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64),
+            ino: st.st_ino as u64,
         })
     }
 

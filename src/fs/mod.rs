@@ -11,7 +11,11 @@ pub use beneath::Beneath;
 pub use dir::{umask, Dir, EntryStat, Resolve};
 pub use relpath::RelPath;
 pub(crate) use scan::check_folder;
-pub use scan::{hash_file, hash_file_beneath, scan_folder, PartFile, ScanResult};
+pub(crate) use scan::link_inside;
+pub use scan::{
+    hash_file, hash_file_beneath, scan_folder, scan_versioned, PartFile, ScanContext, ScanResult,
+    Skipped,
+};
 pub use write::{
     is_part_name, local_mode, part_name, part_rel, FinishError, PartWriter, WriteRoot, Written,
     NEW_DIR_MODE, PART_MODE, PART_PREFIX,

@@ -12,7 +12,7 @@ use walkdir::WalkDir;
 
 use super::{is_part_name, Beneath, RelPath, METADATA_DIR};
 use crate::error::{Error, Result};
-use crate::index::{FileRecord, Hash, IndexStore, VersionVector};
+use crate::index::{DeviceId, FileRecord, Hash, IndexStore, VersionVector};
 
 /// Read size while hashing: large enough for BLAKE3's SIMD paths to pay off.
 const HASH_BUFFER_BYTES: usize = 1024 * 1024;
@@ -23,14 +23,43 @@ const MAX_HASHERS: usize = 4;
 /// What a scan found.
 #[derive(Debug, Default)]
 pub struct ScanResult {
-    /// Live files, sorted by path.
+    /// Every path the folder knows, sorted: live files, folders and symlinks as they are now,
+    /// and tombstones of what was deleted (from this scan or earlier ones).
     pub files: Vec<FileRecord>,
+    /// The records that differ from what the store held (new versions and refreshed cache
+    /// entries): what the caller commits.
+    pub changed: Vec<FileRecord>,
     /// Leftover temp files of interrupted transfers (`.ssp-part-*`).
     pub parts: Vec<PartFile>,
     /// How many files had to be (re-)hashed.
     pub hashed: usize,
-    /// Entries skipped (unreadable, non-UTF-8 or unacceptable names).
-    pub skipped: usize,
+    /// Entries not synced, each with why (unsupported type, unreadable, a name that cannot be
+    /// synced, a symlink pointing outside, changing while scanned).
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry the scan did not take into the index, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// The path relative to the root (lossy for names that are not UTF-8).
+    pub path: String,
+    pub reason: String,
+}
+
+/// What a scan compares the disk with, and who is scanning.
+pub struct ScanContext<'a> {
+    /// The records the store holds, by path (consumed).
+    pub previous: HashMap<String, FileRecord>,
+    /// The scanning replica: changes get a version bumped for it. `None` for a listing that
+    /// records nothing.
+    pub device: Option<DeviceId>,
+    /// Paths (relative, and whether a folder) that the folder's ignore rules exclude: neither
+    /// listed nor tombstoned.
+    pub ignored: &'a dyn Fn(&str, bool) -> bool,
+    /// The folder's last sequence number; advanced for each new version.
+    pub sequence: &'a mut u64,
+    /// Time stamp given to tombstones made by this scan (nanoseconds since the epoch).
+    pub now_ns: i64,
 }
 
 /// A temp file found by the scan.
@@ -72,7 +101,29 @@ pub fn hash_file_beneath(beneath: &Beneath, rel: &RelPath, dev: u64, ino: u64) -
     hash_open(file)
 }
 
+/// A hash and the (size, mtime) the file had once it was read: a file whose size or mtime
+/// moved while it was read was being written, and its hash may be of torn content.
+type Hashed = (Hash, (u64, i64));
+
+fn hash_checked(beneath: &Beneath, rel: &RelPath, dev: u64, ino: u64) -> io::Result<Hashed> {
+    let file = beneath.open_read(rel)?;
+    let md = file.metadata()?;
+    if !md.is_file() || md.dev() != dev || md.ino() != ino {
+        return Err(io::Error::other(
+            "replaced since the walk (no longer the regular file it found)",
+        ));
+    }
+    let mut file = file;
+    let hash = hash_reader(&mut file)?;
+    let after = file.metadata()?;
+    Ok((hash, (after.len(), mtime_ns(&after))))
+}
+
 fn hash_open(mut file: File) -> io::Result<Hash> {
+    hash_reader(&mut file)
+}
+
+fn hash_reader(file: &mut File) -> io::Result<Hash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; HASH_BUFFER_BYTES];
     loop {
@@ -115,7 +166,8 @@ fn rel_string(root: &Path, path: &Path) -> Option<String> {
 
 /// A file found by the walk: its record, or what is known before hashing it.
 enum Found {
-    Known(FileRecord),
+    /// Its record as found, and what the store held.
+    Known(FileRecord, Option<FileRecord>),
     ToHash {
         rel: RelPath,
         size: u64,
@@ -123,13 +175,14 @@ enum Found {
         dev: u64,
         inode: u64,
         mode: u32,
+        prev: Option<FileRecord>,
     },
 }
 
 /// Hashes `files` (path, device, inode) on up to [`MAX_HASHERS`] threads; results come back
 /// in the same order.
-fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result<Hash>> {
-    let hash = |&(rel, dev, ino): &(&RelPath, u64, u64)| hash_file_beneath(beneath, rel, dev, ino);
+fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result<Hashed>> {
+    let hash = |&(rel, dev, ino): &(&RelPath, u64, u64)| hash_checked(beneath, rel, dev, ino);
     let paths = files;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -139,7 +192,7 @@ fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result
         return paths.iter().map(hash).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<io::Result<Hash>>> = paths.iter().map(|_| None).collect();
+    let mut results: Vec<Option<io::Result<Hashed>>> = paths.iter().map(|_| None).collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -166,15 +219,9 @@ fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result
         .collect()
 }
 
-/// Scans `root`, using and refreshing `store` when given. Vanished files become tombstones.
-/// Files that need hashing are hashed in parallel (see [`MAX_HASHERS`]).
+/// Lists `root` without a store or versions (the web page's file list): live files only.
 pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult> {
-    check_folder(root)?;
-    let beneath = Beneath::new(root).map_err(|e| Error::Folder {
-        path: root.to_path_buf(),
-        reason: format!("cannot be opened: {e}"),
-    })?;
-    let mut cache = match store.map(IndexStore::load) {
+    let previous = match store.map(IndexStore::load) {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             tracing::warn!("index cache unreadable, re-hashing everything: {e}");
@@ -182,32 +229,106 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
         }
         None => HashMap::new(),
     };
+    let mut sequence = 0;
+    let mut scan = scan_versioned(
+        root,
+        ScanContext {
+            previous,
+            device: None,
+            ignored: &|_, _| false,
+            sequence: &mut sequence,
+            now_ns: 0,
+        },
+    )?;
+    scan.files
+        .retain(|r| !r.deleted && r.kind == crate::index::EntryKind::File);
+    Ok(scan)
+}
+
+/// Whether a symlink's target, read at `link` (relative to the root), is relative and stays
+/// inside the folder; the normalised target if so.
+pub(crate) fn link_inside(link: &str, target: &str) -> std::result::Result<String, &'static str> {
+    if target.is_empty() || target.len() > 4095 || target.contains('\0') {
+        return Err("its target is empty or too long");
+    }
+    if target.starts_with('/') {
+        return Err("its target is an absolute path (only relative targets inside the folder sync)");
+    }
+    // Resolved lexically from the link's folder: never above the root, never into `.ssp`.
+    let mut stack: Vec<&str> = link.split('/').collect();
+    stack.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if stack.pop().is_none() {
+                    return Err("its target points outside the folder");
+                }
+            }
+            p => {
+                if stack.is_empty() && super::is_metadata_name(p) {
+                    return Err("its target is inside .ssp");
+                }
+                stack.push(p);
+            }
+        }
+    }
+    Ok(target.to_owned())
+}
+
+/// Scans `root` against `ctx.previous`: unchanged files keep their record (and hash) when
+/// size, mtime and inode agree; the rest are hashed in parallel ([`MAX_HASHERS`]). Each local
+/// change (new, changed content or permission bits, deleted) gets a new version: the record's
+/// version vector bumped for `ctx.device`, the next sequence number, `modified_by` the device.
+/// Folders and symlinks inside the folder are records too. Commits nothing: the caller commits
+/// `changed`. Unreadable or changing entries keep their previous record (they are never taken
+/// for deleted) and are listed in `skipped`.
+pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResult> {
+    use crate::index::EntryKind;
+    check_folder(root)?;
+    let beneath = Beneath::new(root).map_err(|e| Error::Folder {
+        path: root.to_path_buf(),
+        reason: format!("cannot be opened: {e}"),
+    })?;
+    let cache = &mut ctx.previous;
     let mut out = ScanResult::default();
-    let mut changed = Vec::new();
     let mut found = Vec::new();
+    let ignored = ctx.ignored;
     let walker = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
         .min_depth(1)
         .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == METADATA_DIR));
+        .filter_entry(|e| {
+            if e.depth() == 1 && e.file_name().to_str().is_some_and(super::is_metadata_name) {
+                return false;
+            }
+            match rel_string(root, e.path()) {
+                Some(rel) => !ignored(&rel, e.file_type().is_dir()),
+                None => true,
+            }
+        });
+    let shown = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let skip = |out: &mut ScanResult, path: String, reason: String| {
+        tracing::warn!("not synced: {}: {reason}", crate::protocol::peer_text(&path));
+        out.skipped.push(Skipped { path, reason });
+    };
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!("skipping unreadable entry: {e}");
-                out.skipped += 1;
+                let path = e.path().map(shown).unwrap_or_default();
+                skip(&mut out, path, format!("cannot be read: {e}"));
                 continue;
             }
         };
         let ft = entry.file_type();
-        if !ft.is_file() {
-            if !ft.is_dir() {
-                tracing::debug!("skipping non-regular file {}", entry.path().display());
-            }
-            continue;
-        }
-        if entry.file_name().to_str().is_some_and(is_part_name) {
+        if ft.is_file() && entry.file_name().to_str().is_some_and(is_part_name) {
             if let (Some(rel), Ok(md)) = (rel_string(root, entry.path()), entry.metadata()) {
                 out.parts.push(PartFile {
                     rel,
@@ -217,30 +338,105 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             }
             continue;
         }
-        let Some(rel) = rel_string(root, entry.path()).and_then(|r| RelPath::parse(&r).ok()) else {
-            tracing::warn!("skipping {}: name cannot be synced", entry.path().display());
-            out.skipped += 1;
-            continue;
-        };
-        let md = match entry.metadata() {
-            Ok(md) => md,
-            Err(e) => {
-                tracing::warn!("skipping {rel}: {e}");
-                out.skipped += 1;
+        let rel = match rel_string(root, entry.path()).map(|r| RelPath::parse(&r)) {
+            Some(Ok(rel)) => rel,
+            Some(Err(e)) => {
+                skip(&mut out, shown(entry.path()), format!("name cannot be synced ({e})"));
+                continue;
+            }
+            None => {
+                skip(
+                    &mut out,
+                    shown(entry.path()),
+                    "name is not valid UTF-8".into(),
+                );
                 continue;
             }
         };
-        let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
+        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+            skip(
+                &mut out,
+                rel.as_str().to_owned(),
+                "not a regular file, folder or symlink".into(),
+            );
+            // Not deleted either: whatever the store knew of it stays.
+            if let Some(prev) = cache.remove(rel.as_str()) {
+                out.files.push(prev);
+            }
+            continue;
+        }
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(e) => {
+                skip(&mut out, rel.as_str().to_owned(), format!("cannot be read: {e}"));
+                if let Some(prev) = cache.remove(rel.as_str()) {
+                    out.files.push(prev);
+                }
+                continue;
+            }
+        };
         let mode = md.mode() & 0o777;
-        let cached = cache
-            .remove(rel.as_str())
-            .filter(|c| !c.deleted && c.size == size && c.mtime_ns == mtime && c.inode == inode);
+        if ft.is_dir() || ft.is_symlink() {
+            let (kind, target) = if ft.is_dir() {
+                (EntryKind::Dir, None)
+            } else {
+                let target = std::fs::read_link(entry.path())
+                    .ok()
+                    .and_then(|t| t.to_str().map(str::to_owned));
+                let checked = match &target {
+                    Some(t) => link_inside(rel.as_str(), t),
+                    None => Err("its target cannot be read as UTF-8"),
+                };
+                match checked {
+                    Ok(t) => (EntryKind::Symlink, Some(t)),
+                    Err(why) => {
+                        skip(&mut out, rel.as_str().to_owned(), format!("symlink not synced: {why}"));
+                        if let Some(prev) = cache.remove(rel.as_str()) {
+                            out.files.push(prev);
+                        }
+                        continue;
+                    }
+                }
+            };
+            let hash = match &target {
+                Some(t) => Hash(*blake3::hash(t.as_bytes()).as_bytes()),
+                None => Hash([0; 32]),
+            };
+            let rec = FileRecord {
+                path: rel.as_str().to_owned(),
+                size: 0,
+                mtime_ns: if kind == EntryKind::Dir { 0 } else { mtime_ns(&md) },
+                executable: mode & 0o111 != 0,
+                mode: if kind == EntryKind::Symlink { 0o777 } else { mode },
+                hash,
+                inode: md.ino(),
+                deleted: false,
+                version: VersionVector::default(),
+                blocks: Vec::new(),
+                kind,
+                target,
+                sequence: 0,
+                modified_by: None,
+            };
+            found.push(Found::Known(rec, cache.remove(rel.as_str())));
+            continue;
+        }
+        let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
+        let prev = cache.remove(rel.as_str());
+        let cached = prev
+            .as_ref()
+            .filter(|c| {
+                !c.deleted
+                    && c.kind == EntryKind::File
+                    && c.size == size
+                    && c.mtime_ns == mtime
+                    && c.inode == inode
+            })
+            .cloned();
         found.push(match cached {
-            Some(c) if c.mode == mode => Found::Known(c),
             Some(mut c) => {
                 c.set_mode(mode);
-                changed.push(c.clone());
-                Found::Known(c)
+                Found::Known(c, prev)
             }
             None => Found::ToHash {
                 rel,
@@ -249,6 +445,7 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
                 dev: md.dev(),
                 inode,
                 mode,
+                prev,
             },
         });
     }
@@ -258,70 +455,140 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             Found::ToHash {
                 rel, dev, inode, ..
             } => Some((rel, *dev, *inode)),
-            Found::Known(_) => None,
+            Found::Known(..) => None,
         })
         .collect();
     let hashes = hash_all(&beneath, &to_hash);
     drop(to_hash);
     let mut hashes = hashes.into_iter();
+    let mut versioned = Versioner {
+        device: ctx.device,
+        sequence: ctx.sequence,
+        out: &mut out,
+    };
     for f in found {
-        let (rel, size, mtime_ns, inode, mode) = match f {
-            Found::Known(rec) => {
-                out.files.push(rec);
-                continue;
-            }
+        match f {
+            Found::Known(rec, prev) => versioned.keep(rec, prev),
             Found::ToHash {
                 rel,
                 size,
                 mtime_ns,
                 inode,
                 mode,
+                prev,
                 ..
-            } => (rel.as_str().to_owned(), size, mtime_ns, inode, mode),
-        };
-        match hashes.next() {
-            Some(Ok(hash)) => {
-                out.hashed += 1;
-                let rec = FileRecord {
-                    path: rel,
-                    size,
-                    mtime_ns,
-                    executable: mode & 0o111 != 0,
-                    mode,
-                    hash,
-                    inode,
-                    deleted: false,
-                    version: VersionVector::default(),
-                    blocks: Vec::new(),
-                    kind: Default::default(),
-                    target: None,
-                    sequence: 0,
-                    modified_by: None,
-                };
-                changed.push(rec.clone());
-                out.files.push(rec);
-            }
-            Some(Err(e)) => {
-                tracing::warn!("skipping {rel}: cannot read: {e}");
-                out.skipped += 1;
-            }
-            None => {
-                tracing::warn!("skipping {rel}: not hashed");
-                out.skipped += 1;
+            } => {
+                let path = rel.as_str().to_owned();
+                match hashes.next() {
+                    Some(Ok((hash, after))) if after == (size, mtime_ns) => {
+                        versioned.out.hashed += 1;
+                        let rec = FileRecord {
+                            path,
+                            size,
+                            mtime_ns,
+                            executable: mode & 0o111 != 0,
+                            mode,
+                            hash,
+                            inode,
+                            deleted: false,
+                            version: VersionVector::default(),
+                            blocks: Vec::new(),
+                            kind: EntryKind::File,
+                            target: None,
+                            sequence: 0,
+                            modified_by: None,
+                        };
+                        versioned.keep(rec, prev);
+                    }
+                    other => {
+                        let reason = match other {
+                            Some(Ok(_)) => "changed while it was scanned; it syncs once it settles".into(),
+                            Some(Err(e)) => format!("cannot be read: {e}"),
+                            None => "not hashed".into(),
+                        };
+                        versioned.out.skipped.push(Skipped {
+                            path: path.clone(),
+                            reason,
+                        });
+                        // Never taken for deleted: the last known record stands.
+                        if let Some(prev) = prev {
+                            versioned.out.files.push(prev);
+                        }
+                    }
+                }
             }
         }
     }
-    // What the cache still holds was not seen: deleted since the last scan.
-    for (_, mut rec) in cache.into_iter().filter(|(_, r)| !r.deleted) {
-        rec.deleted = true;
-        changed.push(rec);
-    }
-    if let Some(store) = store {
-        if let Err(e) = store.apply(&changed, &[]) {
-            tracing::warn!("could not update the index cache: {e}");
+    // What the store still holds was not seen: deleted since the last scan (ignored paths are
+    // neither listed nor deleted).
+    let mut gone: Vec<FileRecord> = std::mem::take(cache).into_values().collect();
+    gone.sort_by(|a, b| a.path.cmp(&b.path));
+    for mut rec in gone {
+        if ignored(&rec.path, rec.kind == EntryKind::Dir) {
+            continue;
         }
+        if !rec.deleted && versioned.device.is_some() {
+            rec.deleted = true;
+            rec.size = 0;
+            rec.mtime_ns = ctx.now_ns;
+            rec.inode = 0;
+            versioned.bump(&mut rec);
+            versioned.out.changed.push(rec.clone());
+        }
+        versioned.out.files.push(rec);
     }
+    out.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Gives local changes their versions as the scan finds them.
+struct Versioner<'a, 'b> {
+    device: Option<DeviceId>,
+    sequence: &'b mut u64,
+    out: &'a mut ScanResult,
+}
+
+impl Versioner<'_, '_> {
+    fn bump(&mut self, rec: &mut FileRecord) {
+        if let Some(device) = self.device {
+            rec.version.bump(device);
+            rec.modified_by = Some(device);
+            *self.sequence += 1;
+            rec.sequence = *self.sequence;
+        }
+    }
+
+    /// Takes `now` (as found on disk) against `prev` (what the store held).
+    fn keep(&mut self, mut now: FileRecord, prev: Option<FileRecord>) {
+        match prev {
+            Some(prev)
+                if !prev.deleted
+                    && !prev.version.is_empty()
+                    && prev.same_content(&now)
+                    && (prev.mode == now.mode || now.kind == crate::index::EntryKind::Dir) =>
+            {
+                // The same version; only cache fields may have moved (mtime, inode).
+                let refreshed = prev.mtime_ns != now.mtime_ns || prev.inode != now.inode;
+                now.version = prev.version;
+                now.sequence = prev.sequence;
+                now.modified_by = prev.modified_by;
+                if now.kind == crate::index::EntryKind::Dir {
+                    // Folder permission bits do not travel: a change of them is no new version.
+                    now.mode = prev.mode;
+                }
+                if refreshed {
+                    self.out.changed.push(now.clone());
+                }
+                self.out.files.push(now);
+            }
+            prev => {
+                now.version = prev.map(|p| p.version).unwrap_or_default();
+                self.bump(&mut now);
+                self.out.changed.push(now.clone());
+                self.out.files.push(now);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

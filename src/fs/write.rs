@@ -164,6 +164,11 @@ impl WriteRoot {
         })
     }
 
+    /// The sync folder itself.
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
     /// The folder holding `rel`, opened without following symlinks; created (`mkdirat`) where
     /// missing if `create`. A symlink or file in the way fails.
     pub fn parent(&mut self, rel: &RelPath, create: bool) -> Result<Arc<Dir>> {

@@ -119,6 +119,49 @@ impl FileRecord {
             executable: self.executable,
             mode: Some(self.mode),
             hash: self.hash.to_hex(),
+            kind: self.kind,
+            target: self.target.clone(),
+            deleted: self.deleted,
+            version: self.version.clone(),
+            sequence: self.sequence,
+            modified_by: self.modified_by,
+        }
+    }
+
+    /// A peer's entry as a record (`hash` already checked by the caller; inode unknown).
+    pub fn from_entry(e: &IndexEntry, hash: Hash) -> FileRecord {
+        FileRecord {
+            path: e.path.clone(),
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            executable: e.permissions() & 0o111 != 0,
+            mode: e.permissions(),
+            hash,
+            inode: 0,
+            deleted: e.deleted,
+            version: e.version.clone(),
+            blocks: Vec::new(),
+            kind: e.kind,
+            target: e.target.clone(),
+            sequence: e.sequence,
+            modified_by: e.modified_by,
+        }
+    }
+
+    /// Whether both hold the same thing at the path: both deleted, or the same kind with the
+    /// same content (files: hash and size; symlinks: target; folders: always).
+    pub fn same_content(&self, other: &FileRecord) -> bool {
+        match (self.deleted, other.deleted) {
+            (true, true) => true,
+            (false, false) => {
+                self.kind == other.kind
+                    && match self.kind {
+                        EntryKind::File => self.hash == other.hash && self.size == other.size,
+                        EntryKind::Symlink => self.target == other.target,
+                        EntryKind::Dir => true,
+                    }
+            }
+            _ => false,
         }
     }
 }

@@ -13,6 +13,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{Dir, Resolve, METADATA_DIR, METADATA_DIR_MODE};
 
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+/// The folder's own facts: `device` (its ID, 8 bytes) and `sequence` (its change counter).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STORE_FILE: &str = "index.redb";
 /// Mode of the store file: it lists every path and hash of the folder.
 pub const STORE_FILE_MODE: u32 = 0o600;
@@ -50,7 +52,13 @@ impl IndexStore {
             }
             Err(e) => return Err(Error::io(what(), e)),
         }
-        let db = Database::create(dir.join(STORE_FILE)).map_err(store_err)?;
+        let db = Database::create(dir.join(STORE_FILE)).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::FolderBusy {
+                path: root.to_path_buf(),
+                holder: Some("its index store is open in another process".into()),
+            },
+            e => store_err(e),
+        })?;
         Ok(IndexStore { db })
     }
 
@@ -73,24 +81,78 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// A fact of the folder's `meta` table.
+    fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store_err(e)),
+        };
+        Ok(table.get(key).map_err(store_err)?.map(|v| v.value()))
+    }
+
+    /// The folder's device ID, made (randomly) and kept on first use.
+    pub fn device_id(&self) -> Result<super::DeviceId> {
+        if let Some(id) = self.meta("device")? {
+            return Ok(super::DeviceId(id));
+        }
+        let id = super::DeviceId::random();
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.open_table(META)
+            .map_err(store_err)?
+            .insert("device", id.0)
+            .map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        Ok(id)
+    }
+
+    /// The last sequence number given to a change (0 for a new folder).
+    pub fn sequence(&self) -> Result<u64> {
+        Ok(self.meta("sequence")?.unwrap_or(0))
+    }
+
+    /// Writes `upserts`, removes `removals` and sets the sequence counter in one atomic commit.
+    pub fn commit(
+        &self,
+        upserts: &[FileRecord],
+        removals: &[String],
+        sequence: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.open_table(META)
+            .map_err(store_err)?
+            .insert("sequence", sequence)
+            .map_err(store_err)?;
+        Self::write_records(&txn, upserts, removals)?;
+        txn.commit().map_err(store_err)
+    }
+
+    fn write_records(
+        txn: &redb::WriteTransaction,
+        upserts: &[FileRecord],
+        removals: &[String],
+    ) -> Result<()> {
+        let mut table = txn.open_table(FILES).map_err(store_err)?;
+        for rec in upserts {
+            let v = serde_json::to_vec(rec).map_err(store_err)?;
+            table
+                .insert(rec.path.as_str(), v.as_slice())
+                .map_err(store_err)?;
+        }
+        for path in removals {
+            table.remove(path.as_str()).map_err(store_err)?;
+        }
+        Ok(())
+    }
+
     /// Writes `upserts` and removes `removals` in one atomic commit.
     pub fn apply(&self, upserts: &[FileRecord], removals: &[String]) -> Result<()> {
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(store_err)?;
-        {
-            let mut table = txn.open_table(FILES).map_err(store_err)?;
-            for rec in upserts {
-                let v = serde_json::to_vec(rec).map_err(store_err)?;
-                table
-                    .insert(rec.path.as_str(), v.as_slice())
-                    .map_err(store_err)?;
-            }
-            for path in removals {
-                table.remove(path.as_str()).map_err(store_err)?;
-            }
-        }
+        Self::write_records(&txn, upserts, removals)?;
         txn.commit().map_err(store_err)
     }
 }
@@ -134,6 +196,23 @@ mod tests {
         assert_eq!(all["a"], rec("a", 3));
     }
 
+    #[test]
+    fn the_device_id_and_sequence_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let s = IndexStore::open(dir.path()).unwrap();
+            assert_eq!(s.sequence().unwrap(), 0);
+            let id = s.device_id().unwrap();
+            assert_eq!(s.device_id().unwrap(), id, "made once");
+            s.commit(&[rec("a", 1)], &[], 41).unwrap();
+            id
+        };
+        let s = IndexStore::open(dir.path()).unwrap();
+        assert_eq!((s.device_id().unwrap(), s.sequence().unwrap()), (id, 41));
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(IndexStore::open(other.path()).unwrap().device_id().unwrap(), id);
+    }
+
     /// `.ssp/` is 0700 and the store 0600, whether new or left wider by an older version.
     #[test]
     fn the_metadata_folder_is_0700_and_the_store_0600() {
@@ -162,6 +241,9 @@ mod tests {
     fn a_second_open_of_the_same_store_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let _first = IndexStore::open(dir.path()).unwrap();
-        assert!(matches!(IndexStore::open(dir.path()), Err(Error::Store(_))));
+        assert!(matches!(
+            IndexStore::open(dir.path()),
+            Err(Error::FolderBusy { .. })
+        ));
     }
 }

@@ -62,10 +62,61 @@ pub enum Auth {
     Ok {},
 }
 
-/// Client → server: start a sync session; the server answers with FILE_INDEX batches.
+/// What a sync moves, seen from the client: both ways, or only one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncMode {
+    /// Each side applies the other's changes (what "sync" means).
+    #[default]
+    #[serde(rename = "two-way")]
+    TwoWay,
+    /// The client applies the server's changes and sends none of its own.
+    #[serde(rename = "pull")]
+    Pull,
+    /// The server applies the client's changes and sends none of its own.
+    #[serde(rename = "push")]
+    Push,
+}
+
+impl SyncMode {
+    /// Every mode, in the order users see them.
+    pub const ALL: [SyncMode; 3] = [SyncMode::TwoWay, SyncMode::Pull, SyncMode::Push];
+
+    /// The mode's name on the wire, in the API and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::TwoWay => "two-way",
+            SyncMode::Pull => "pull",
+            SyncMode::Push => "push",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        SyncMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether the client applies the server's changes.
+    pub fn client_pulls(self) -> bool {
+        self != SyncMode::Push
+    }
+
+    /// Whether the server applies the client's changes.
+    pub fn server_pulls(self) -> bool {
+        self != SyncMode::Pull
+    }
+}
+
+/// Starts a sync round, in both directions: the client sends it first, the server answers with
+/// its own. Each side then sends its index if the other applies its changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
-    pub mode: String,
+    /// The client's mode (the server echoes it, or refuses it with ERROR `read_only`).
+    pub mode: SyncMode,
+    /// The sender folder's device ID.
+    pub device: crate::index::DeviceId,
+    /// Server: it takes no changes from clients (a send-only folder).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One file of the sender's folder.
@@ -81,8 +132,25 @@ pub struct IndexEntry {
     /// [`IndexEntry::permissions`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
-    /// BLAKE3 of the content, lowercase hex.
+    /// BLAKE3 of the content (of the target, for a symlink; zero for a folder), lowercase hex.
     pub hash: String,
+    #[serde(default)]
+    pub kind: crate::index::EntryKind,
+    /// A symlink's target: relative, and inside the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A tombstone: the entry was deleted (`mtime_ns` is when the sender noticed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// The version vector: `{device ID: counter}`.
+    #[serde(default)]
+    pub version: crate::index::VersionVector,
+    /// The sender's change counter for this entry.
+    #[serde(default)]
+    pub sequence: u64,
+    /// The device whose change made this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_by: Option<crate::index::DeviceId>,
 }
 
 impl IndexEntry {
@@ -147,6 +215,10 @@ pub enum ErrorCode {
     Timeout,
     /// The source failed the handshake too often (or many did); try again later.
     RateLimited,
+    /// The server takes no changes (read-only): a push is refused.
+    ReadOnly,
+    /// Another sync is using the folder.
+    Busy,
     #[serde(other)]
     Unknown,
 }
@@ -166,6 +238,8 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::Timeout => "timeout",
             Self::RateLimited => "rate_limited",
+            Self::ReadOnly => "read_only",
+            Self::Busy => "busy",
             Self::Unknown => "unknown",
         }
     }
@@ -318,9 +392,13 @@ mod tests {
         }));
         roundtrip(Message::Auth(Auth::Pake { msg: "ab".into() }));
         roundtrip(Message::Auth(Auth::Ok {}));
-        roundtrip(Message::SyncRequest(SyncRequest {
-            mode: "pull".into(),
-        }));
+        for mode in SyncMode::ALL {
+            roundtrip(Message::SyncRequest(SyncRequest {
+                mode,
+                device: crate::index::DeviceId(7),
+                read_only: true,
+            }));
+        }
         roundtrip(Message::FileIndex(FileIndex {
             entries: vec![IndexEntry {
                 path: "a/b".into(),
@@ -329,6 +407,14 @@ mod tests {
                 executable: true,
                 mode: Some(0o750),
                 hash: "00".into(),
+                kind: crate::index::EntryKind::Symlink,
+                target: Some("b".into()),
+                deleted: true,
+                version: crate::index::VersionVector(
+                    [(crate::index::DeviceId(3), 4)].into_iter().collect(),
+                ),
+                sequence: 9,
+                modified_by: Some(crate::index::DeviceId(3)),
             }],
             last: true,
         }));

@@ -9,14 +9,17 @@ mod text;
 pub use codec::{FrameDecoder, FrameEncoder};
 pub use message::{
     Auth, ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Hello, IndexEntry, Message,
-    MessageType, SyncComplete, SyncRequest,
+    MessageType, SyncComplete, SyncMode, SyncRequest,
 };
 pub use text::{peer_text, printable, sanitize_error, MAX_PEER_TEXT_CHARS};
 
-/// The protocol version this engine speaks. Version 1 was the original pure-Python SSP.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// The oldest version we accept from a peer.
-pub const MIN_PROTOCOL_VERSION: u32 = 2;
+/// The protocol version this engine speaks. Version 1 was the original pure-Python SSP,
+/// version 2 the one-way pull; version 3 is two-way (device IDs, version vectors, tombstones,
+/// the same messages in both directions).
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The oldest version we accept from a peer: a v2 peer cannot take part in two-way sync (it
+/// has no versions, so it could only overwrite), and gets a version error naming both.
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Default FILE_CHUNK payload size, chosen by measurement with `bench/bench.py` (the sweep is in
 /// docs/protocol.md): larger chunks stopped paying off past this point on loopback.

@@ -10,9 +10,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::folder::Folder;
-use super::pull::{pull, PullHooks, PullLimits};
+use super::link::{Link, Served};
+use super::pull::PullHooks;
 use super::server::lock;
+use super::session::client_round;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fs::Skipped;
 use crate::net::{client_handshake, Connection};
 use crate::progress::{emit_status, EventSink, Status};
 use crate::protocol::{peer_text, sanitize_error, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -36,8 +39,67 @@ pub struct SyncStats {
     pub bytes_total: u64,
     pub files_unchanged: u64,
     pub files_failed: u64,
+    /// Files deleted here by the last sync (kept in `.ssp/versions/`).
+    pub files_deleted: u64,
+    /// Conflicts the last sync found (both versions kept; see [`Client::conflicts`]).
+    pub conflicts: u64,
+    /// Entries the last sync did not sync, on either side (see [`SyncReport::skipped`]).
+    pub files_skipped: u64,
     pub syncs_completed: u64,
     pub last_error: Option<String>,
+    /// Files and bytes the server pulled from us.
+    pub files_sent_total: u64,
+}
+
+/// One side of a conflict, as users see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictSide {
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The device that made this version (its short ID), if known.
+    pub device: Option<String>,
+    pub deleted: bool,
+}
+
+/// A conflict the last sync met: both versions survive, the loser as `copy`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictReport {
+    pub path: String,
+    pub copy: String,
+    /// "local" or "remote": whose version kept the name.
+    pub winner: &'static str,
+    pub local: ConflictSide,
+    pub remote: ConflictSide,
+}
+
+impl ConflictReport {
+    fn from(c: &crate::index::Conflict) -> ConflictReport {
+        let side = |r: &crate::index::FileRecord| ConflictSide {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            device: r.modified_by.map(|d| d.short()),
+            deleted: r.deleted,
+        };
+        ConflictReport {
+            path: c.path.clone(),
+            copy: c.copy.clone(),
+            winner: match c.winner {
+                crate::index::Side::Local => "local",
+                crate::index::Side::Remote => "remote",
+            },
+            local: side(&c.local),
+            remote: side(&c.remote),
+        }
+    }
+}
+
+/// What the last sync left for people to look at: conflicts, entries not synced, failures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    pub conflicts: Vec<ConflictReport>,
+    pub skipped: Vec<Skipped>,
+    /// (path, reason) of changes that failed.
+    pub failed: Vec<(String, String)>,
 }
 
 /// A snapshot of the client for status displays.
@@ -56,7 +118,12 @@ pub struct ClientStatus {
 /// A sync client. Methods take `&self`; one sync runs at a time.
 pub struct Client {
     config: ClientConfig,
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    conn: tokio::sync::Mutex<Option<Link>>,
+    /// The folder's model, opened by the first sync and kept.
+    folder: Mutex<Option<Arc<Folder>>>,
+    /// Files and bytes the server pulled from us.
+    served: Arc<Served>,
+    report: Mutex<SyncReport>,
     connected: AtomicBool,
     sync_in_progress: AtomicBool,
     pending: AtomicU64,
@@ -72,6 +139,9 @@ impl Client {
         Client {
             config,
             conn: tokio::sync::Mutex::new(None),
+            folder: Mutex::new(None),
+            served: Arc::default(),
+            report: Mutex::default(),
             connected: AtomicBool::new(false),
             sync_in_progress: AtomicBool::new(false),
             pending: AtomicU64::new(0),
@@ -89,7 +159,12 @@ impl Client {
         let conn = self.open(events).await.map_err(sanitize_error);
         match conn {
             Ok(c) => {
-                *slot = Some(c);
+                *slot = Some(Link::new(
+                    c,
+                    self.config.folder.clone(),
+                    self.config.chunk_size,
+                    Arc::clone(&self.served),
+                ));
                 self.connected.store(true, Ordering::SeqCst);
                 emit_status(
                     events,
@@ -178,7 +253,7 @@ impl Client {
             self.connect(events).await?;
         }
         let mut slot = self.conn.lock().await;
-        let Some(conn) = slot.as_mut() else {
+        let Some(link) = slot.as_mut() else {
             return Err(Error::ConnectionLost("not connected".into()));
         };
         let started = Instant::now();
@@ -194,27 +269,35 @@ impl Client {
         emit_status(
             events,
             Status::SyncStarted,
-            format!("pulling into {}", self.config.folder.display()),
+            format!(
+                "{} sync of {}",
+                self.config.mode.as_str(),
+                self.config.folder.display()
+            ),
         );
-        let folder_path = self.config.folder.clone();
-        let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
-            .await
-            .map_err(|e| Error::Store(e.to_string()))
-            .and_then(|r| r);
-        let result = match folder {
-            Ok(folder) => {
+        let folder = match self.folder().await {
+            Ok(f) => f,
+            Err(e) => {
+                let e = sanitize_error(e);
+                lock(&self.stats).last_error = Some(e.to_string());
+                emit_status(events, Status::SyncError, e.to_string());
+                return Err(e);
+            }
+        };
+        let busy = folder.try_begin_sync();
+        let result = match busy {
+            Ok(_running) => {
                 let hooks = PullHooks {
                     events,
                     cancel,
                     pending: &self.pending,
                 };
-                let limits = PullLimits::from(&self.config);
-                pull(
-                    conn,
-                    Arc::new(folder),
-                    self.config.chunk_size,
-                    &limits,
-                    hooks,
+                client_round(
+                    link,
+                    &folder,
+                    self.config.mode,
+                    &self.config.round(),
+                    &hooks,
                 )
                 .await
             }
@@ -228,10 +311,31 @@ impl Client {
             Ok(out) => {
                 s.files_received = s.files_received.saturating_add(out.files_received);
                 s.bytes_received = s.bytes_received.saturating_add(out.bytes_received);
+                s.files_sent = self.served.files.load(Ordering::Relaxed);
+                s.bytes_sent = self.served.bytes.load(Ordering::Relaxed);
                 s.files_total = out.files_total;
                 s.bytes_total = out.bytes_total;
                 s.files_unchanged = out.unchanged;
                 s.files_failed = out.failures.len() as u64;
+                s.files_deleted = out.deleted;
+                s.conflicts = out.conflicts.len() as u64;
+                s.files_skipped = out.skipped.len() as u64;
+                *lock(&self.report) = SyncReport {
+                    conflicts: out.conflicts.iter().map(ConflictReport::from).collect(),
+                    skipped: out.skipped.clone(),
+                    failed: out.failures.clone(),
+                };
+                for c in &out.conflicts {
+                    emit_status(
+                        events,
+                        Status::Conflict,
+                        format!(
+                            "{}: changed on both sides; the other version is kept as {}",
+                            peer_text(&c.path),
+                            peer_text(&c.copy)
+                        ),
+                    );
+                }
                 if let Some((path, reason)) = out.failures.first() {
                     let err = Error::Incomplete {
                         failed: out.failures.len() as u64,
@@ -252,8 +356,14 @@ impl Client {
                     events,
                     Status::SyncCompleted,
                     format!(
-                        "{} files ({} bytes) received in {elapsed:.2} s; {} unchanged",
-                        out.files_received, out.bytes_received, out.unchanged
+                        "{} files ({} bytes) received, {} sent, {} deleted in {elapsed:.2} s; {} unchanged{}{}",
+                        out.files_received,
+                        out.bytes_received,
+                        snapshot.files_sent,
+                        out.deleted,
+                        out.unchanged,
+                        if out.conflicts.is_empty() { String::new() } else { format!("; {} conflicts", out.conflicts.len()) },
+                        if out.skipped.is_empty() { String::new() } else { format!("; {} not synced", out.skipped.len()) },
                     ),
                 );
                 Ok(snapshot)
@@ -262,7 +372,9 @@ impl Client {
                 s.last_error = Some(e.to_string());
                 drop(s);
                 // The stream is in an unknown state after a failed sync: start afresh next time.
-                *slot = None;
+                if let Some(link) = slot.take() {
+                    link.close().await;
+                }
                 self.connected.store(false, Ordering::SeqCst);
                 let status = if e.kind() == ErrorKind::Connection {
                     Status::ConnectionError
@@ -275,6 +387,24 @@ impl Client {
         }
     }
 
+    /// The folder's model: opened (and the folder created) by the first sync, then kept.
+    async fn folder(&self) -> Result<Arc<Folder>> {
+        if let Some(f) = lock(&self.folder).clone() {
+            return Ok(f);
+        }
+        let path = self.config.folder.clone();
+        let folder = tokio::task::spawn_blocking(move || Folder::open(&path, true))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??;
+        *lock(&self.folder) = Some(Arc::clone(&folder));
+        Ok(folder)
+    }
+
+    /// Conflicts, entries not synced and failures of the last sync.
+    pub fn report(&self) -> SyncReport {
+        lock(&self.report).clone()
+    }
+
     /// Asks a running sync to stop; it then fails with [`Error::Cancelled`].
     pub fn cancel(&self) {
         lock(&self.cancel).cancel();
@@ -285,9 +415,8 @@ impl Client {
         self.cancel();
         let conn = self.conn.lock().await.take();
         self.connected.store(false, Ordering::SeqCst);
-        if let Some(mut c) = conn {
-            use futures_util::SinkExt;
-            let _ = c.writer.close().await;
+        if let Some(link) = conn {
+            link.close().await;
         }
         emit_status(events, Status::Disconnected, "disconnected");
     }

@@ -1,24 +1,47 @@
-//! A sync folder: its root and its index store, scanned under one lock so concurrent sessions
-//! share the store safely.
+//! The folder model: ONE service per sync folder in the process. It owns the folder's store
+//! (its history: records, tombstones, device ID, sequence counter), scans, and serialises
+//! every change to the folder's index; server sessions and client syncs of a folder share it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{scan_folder, ScanResult};
-use crate::index::{FileRecord, IndexStore};
+use crate::fs::{scan_versioned, ScanContext, ScanResult};
+use crate::index::{DeviceId, EntryKind, FileRecord, IndexStore};
 
-/// A folder being synced.
+/// Default time a tombstone is kept: a replica that was away longer than this may bring a
+/// deleted file back (Syncthing keeps them for months too).
+pub const DEFAULT_TOMBSTONE_KEEP_DAYS: u64 = 180;
+
+/// Every open folder model of the process, by canonical root.
+static FOLDERS: Mutex<Vec<(PathBuf, Weak<Folder>)>> = Mutex::new(Vec::new());
+
+/// A folder being synced (see the module doc). Open it with [`Folder::open`]: one instance per
+/// root in the process.
 pub struct Folder {
     root: PathBuf,
-    /// `None` when the store could not be opened (e.g. another process holds it): scans then
-    /// work without a cache instead of failing.
-    store: Mutex<Option<IndexStore>>,
+    device: DeviceId,
+    /// The folder's history. Without it the folder does not sync (it would resurrect deletes).
+    store: IndexStore,
+    /// Serialises scans and record commits; the last sequence number given out.
+    state: Mutex<u64>,
+    /// One client sync of this folder at a time.
+    sync_running: tokio::sync::Mutex<()>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Folder {
-    /// Opens `root`, creating it if `create` and it is missing.
-    pub fn open(root: &Path, create: bool) -> Result<Folder> {
+    /// The model of `root` (shared when already open in this process), creating the folder if
+    /// `create` and it is missing. Fails (one line) when the store cannot be opened, e.g. when
+    /// another process syncs the folder.
+    pub fn open(root: &Path, create: bool) -> Result<Arc<Folder>> {
         if create && !root.exists() {
             std::fs::create_dir_all(root).map_err(|e| Error::Folder {
                 path: root.to_path_buf(),
@@ -27,17 +50,27 @@ impl Folder {
         }
         crate::fs::check_folder(root)?;
         let root = root.canonicalize().context(|| root.display().to_string())?;
-        let store = match IndexStore::open(&root) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("{}: working without the hash cache: {e}", root.display());
-                None
-            }
-        };
-        Ok(Folder {
-            root,
-            store: Mutex::new(store),
-        })
+        let mut open = FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(f) = open
+            .iter()
+            .find(|(r, _)| *r == root)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(f);
+        }
+        let store = IndexStore::open(&root)?;
+        let device = store.device_id()?;
+        let sequence = store.sequence()?;
+        let folder = Arc::new(Folder {
+            root: root.clone(),
+            device,
+            store,
+            state: Mutex::new(sequence),
+            sync_running: tokio::sync::Mutex::new(()),
+        });
+        open.push((root, Arc::downgrade(&folder)));
+        Ok(folder)
     }
 
     /// The canonical root.
@@ -45,23 +78,350 @@ impl Folder {
         &self.root
     }
 
-    /// Scans the folder (blocking; call from a blocking thread).
-    pub fn scan(&self) -> Result<ScanResult> {
-        let guard = self
-            .store
-            .lock()
-            .map_err(|_| Error::Store("store lock poisoned".into()))?;
-        scan_folder(&self.root, guard.as_ref())
+    /// This replica's device ID.
+    pub fn device(&self) -> DeviceId {
+        self.device
     }
 
-    /// Records files we just wrote, so the next scan does not re-hash them.
-    pub fn remember(&self, records: &[FileRecord]) {
-        if let Ok(guard) = self.store.lock() {
-            if let Some(store) = guard.as_ref() {
-                if let Err(e) = store.apply(records, &[]) {
-                    tracing::warn!("could not update the index cache: {e}");
+    /// Takes the folder for one client sync, or fails at once if another sync has it.
+    pub(crate) fn try_begin_sync(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        self.sync_running
+            .try_lock()
+            .map_err(|_| Error::FolderBusy {
+                path: self.root.clone(),
+                holder: Some("in this process".into()),
+            })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, u64> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scans the folder (blocking; call from a blocking thread) and commits what changed
+    /// locally as new versions. Stops with [`Error::MassDeletion`], committing nothing, when
+    /// every file the store knew is gone (an unmounted drive, a wrong path) unless
+    /// `allow_mass_delete`. Tombstones older than `tombstone_keep` are forgotten.
+    pub fn scan(&self, allow_mass_delete: bool, tombstone_keep: Duration) -> Result<ScanResult> {
+        let mut seq = self.lock_state();
+        crate::fs::check_folder(&self.root).map_err(|e| match e {
+            Error::Folder { path, reason } => Error::Folder {
+                path,
+                reason: format!("{reason} (it was synced before: is a drive unmounted?)"),
+            },
+            e => e,
+        })?;
+        let previous = self.store.load()?;
+        let live_before = previous
+            .values()
+            .filter(|r| !r.deleted && r.kind == EntryKind::File)
+            .count();
+        let ignore = crate::fs::IgnoreRules::load(&self.root)?;
+        let mut next = *seq;
+        let now = now_ns();
+        let mut scan = scan_versioned(
+            &self.root,
+            ScanContext {
+                previous,
+                device: Some(self.device),
+                ignored: &|rel, dir| ignore.is_ignored(rel, dir),
+                sequence: &mut next,
+                now_ns: now,
+            },
+        )?;
+        let live_after = scan
+            .files
+            .iter()
+            .filter(|r| !r.deleted && r.kind == EntryKind::File)
+            .count();
+        if live_before > 0 && live_after == 0 && !allow_mass_delete {
+            return Err(Error::MassDeletion {
+                path: self.root.clone(),
+                reason: format!(
+                    "all {live_before} files are gone since the last sync (an unmounted drive or \
+                     a wrong path?)"
+                ),
+            });
+        }
+        let keep_ns = i64::try_from(tombstone_keep.as_nanos()).unwrap_or(i64::MAX);
+        let expired: Vec<String> = scan
+            .files
+            .iter()
+            .filter(|r| r.deleted && now.saturating_sub(r.mtime_ns) > keep_ns)
+            .map(|r| r.path.clone())
+            .collect();
+        if !expired.is_empty() {
+            scan.files.retain(|r| !(r.deleted && expired.contains(&r.path)));
+            scan.changed.retain(|r| !expired.contains(&r.path));
+        }
+        self.store.commit(&scan.changed, &expired, next)?;
+        *seq = next;
+        Ok(scan)
+    }
+
+    /// Stores records of changes applied here; see [`Held::commit`].
+    pub fn commit(&self, records: Vec<FileRecord>, local: bool) -> Result<Vec<FileRecord>> {
+        self.hold().commit(records, local)
+    }
+
+    /// The stored records, by path.
+    pub fn records(&self) -> Result<HashMap<String, FileRecord>> {
+        let _seq = self.lock_state();
+        self.store.load()
+    }
+
+    /// Holds the folder's index still while a change is checked and applied on disk (the
+    /// finish step: the target is still what the plan saw) and its record stored.
+    pub(crate) fn hold(&self) -> Held<'_> {
+        Held {
+            folder: self,
+            sequence: self.lock_state(),
+        }
+    }
+}
+
+/// The folder held still (no scan, no other commit) while changes are applied and stored.
+pub(crate) struct Held<'a> {
+    folder: &'a Folder,
+    sequence: MutexGuard<'a, u64>,
+}
+
+impl Held<'_> {
+    /// Stores records of changes applied here (adopted from a peer, or local ones such as
+    /// conflict copies when `local`), each with the next sequence number; `local` records get
+    /// a version bumped for this device. Returns them as stored.
+    pub fn commit(&mut self, records: Vec<FileRecord>, local: bool) -> Result<Vec<FileRecord>> {
+        if records.is_empty() {
+            return Ok(records);
+        }
+        let device = self.folder.device;
+        let mut next = *self.sequence;
+        let records: Vec<FileRecord> = records
+            .into_iter()
+            .map(|mut r| {
+                if local {
+                    r.version.bump(device);
+                    r.modified_by = Some(device);
                 }
+                next += 1;
+                r.sequence = next;
+                r
+            })
+            .collect();
+        self.folder.store.commit(&records, &[], next)?;
+        *self.sequence = next;
+        Ok(records)
+    }
+}
+
+/// Which version of a conflict to keep (the page's keep-this / keep-that / keep-both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The file at the original name; the conflict copy goes (into versions).
+    Original,
+    /// The conflict copy's content, at the original name (the other goes into versions).
+    Copy,
+    /// Both: the copy is renamed so it is no longer a conflict.
+    Both,
+}
+
+impl Keep {
+    /// Parses "original", "copy" or "both".
+    pub fn parse(s: &str) -> Option<Keep> {
+        match s {
+            "original" => Some(Keep::Original),
+            "copy" => Some(Keep::Copy),
+            "both" => Some(Keep::Both),
+            _ => None,
+        }
+    }
+}
+
+/// A conflict copy in the folder and the file it is a copy of.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConflictCopy {
+    /// The original path.
+    pub path: String,
+    /// The conflict copy (the version that lost the name).
+    pub copy: String,
+    /// The device that made the copy's version (from its name).
+    pub copy_device: String,
+    pub copy_size: u64,
+    pub copy_mtime_ns: i64,
+    /// The version at the original path: size, mtime, device; `None` if it was deleted since.
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+    pub device: Option<String>,
+}
+
+/// Splits `dir/stem.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.ext` into the original path
+/// (`dir/stem.ext`), the date-time text and the device.
+pub fn parse_conflict_name(path: &str) -> Option<(String, String, String)> {
+    const MARK: &str = ".sync-conflict-";
+    let (dir, name) = match path.rsplit_once('/') {
+        Some((d, n)) => (Some(d), n),
+        None => (None, path),
+    };
+    let at = name.find(MARK)?;
+    let (stem, rest) = (&name[..at], &name[at + MARK.len()..]);
+    // YYYYMMDD-HHMMSS-DEVICE, then the extension if any.
+    let (tag, ext) = match rest.get(23..) {
+        Some("") => (rest, ""),
+        Some(e) if e.starts_with('.') => (&rest[..23], e),
+        _ => return None,
+    };
+    let b = tag.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if stem.is_empty() || b.len() != 23 || !digits(0..8) || b[8] != b'-' || !digits(9..15) || b[15] != b'-' {
+        return None;
+    }
+    let original = format!("{stem}{ext}");
+    let original = match dir {
+        Some(d) => format!("{d}/{original}"),
+        None => original,
+    };
+    Some((original, tag[..15].to_owned(), tag[16..].to_owned()))
+}
+
+impl Folder {
+    /// The conflict copies in the folder (from the store as the last scan left it), each with
+    /// the file it is a copy of.
+    pub fn conflicts(&self) -> Result<Vec<ConflictCopy>> {
+        let records = self.records()?;
+        let mut out: Vec<ConflictCopy> = records
+            .values()
+            .filter(|r| !r.deleted && r.kind == EntryKind::File)
+            .filter_map(|r| {
+                let (path, _, device) = parse_conflict_name(&r.path)?;
+                let original = records.get(&path).filter(|o| !o.deleted);
+                Some(ConflictCopy {
+                    copy: r.path.clone(),
+                    copy_device: device,
+                    copy_size: r.size,
+                    copy_mtime_ns: r.mtime_ns,
+                    size: original.map(|o| o.size),
+                    mtime_ns: original.map(|o| o.mtime_ns),
+                    device: original.and_then(|o| o.modified_by).map(|d| d.short()),
+                    path,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.copy.cmp(&b.copy));
+        Ok(out)
+    }
+
+    /// Resolves the conflict copy `copy` by keeping one version or both. A local change: the
+    /// next sync carries it to the other devices; nothing is lost (what goes, goes into
+    /// versions).
+    pub fn resolve(&self, copy: &str, keep: Keep) -> Result<()> {
+        let (original, when, device) = parse_conflict_name(copy).ok_or_else(|| Error::BadPath {
+            path: copy.to_owned(),
+            reason: "not a conflict copy's name",
+        })?;
+        let copy_rel = crate::fs::RelPath::parse(copy)?;
+        let orig_rel = crate::fs::RelPath::parse(&original)?;
+        let _held = self.hold();
+        let writes = crate::fs::WriteRoot::open(&self.root)?;
+        let root = writes.root();
+        let parent = |rel: &crate::fs::RelPath| {
+            let parts: Vec<&str> = rel.parent_components().collect();
+            root.open_path(&parts, crate::fs::Resolve::Kernel)
+                .map_err(|e| Error::io(rel.to_string(), e))
+        };
+        let (cdir, odir) = (parent(&copy_rel)?, parent(&orig_rel)?);
+        let mut versions =
+            crate::fs::Versions::open(root).map_err(|e| Error::io("opening .ssp/versions", e))?;
+        let now = SystemTime::now();
+        let io = |what: &str, e| Error::io(what.to_owned(), e);
+        match keep {
+            Keep::Original => {
+                versions
+                    .archive(&cdir, copy_rel.file_name(), &copy_rel, now)
+                    .map_err(|e| io(copy, e))?;
             }
+            Keep::Copy => {
+                versions
+                    .archive(&odir, orig_rel.file_name(), &orig_rel, now)
+                    .map_err(|e| io(&original, e))?;
+                cdir.rename_to(copy_rel.file_name(), &odir, orig_rel.file_name())
+                    .map_err(|e| io(copy, e))?;
+            }
+            Keep::Both => {
+                let name = orig_rel.file_name();
+                let (stem, ext) = match name.rfind('.') {
+                    Some(i) if i > 0 => (&name[..i], &name[i..]),
+                    _ => (name, ""),
+                };
+                let kept = format!("{stem} ({device} {when}){ext}");
+                match cdir.stat(&kept) {
+                    Ok(_) => {
+                        return Err(Error::io(
+                            kept,
+                            std::io::Error::other("that name is taken; rename the copy by hand"),
+                        ))
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(io(&kept, e)),
+                }
+                cdir.rename(copy_rel.file_name(), &kept)
+                    .map_err(|e| io(copy, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The versions kept of `rel` (of every path when `None`), newest first.
+    pub fn versions(&self, rel: Option<&str>) -> Result<Vec<crate::fs::Version>> {
+        let rel = rel.map(crate::fs::RelPath::parse).transpose()?;
+        let writes = crate::fs::WriteRoot::open(&self.root)?;
+        let versions = crate::fs::Versions::open(writes.root())
+            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        versions
+            .list(rel.as_ref())
+            .map_err(|e| Error::io("listing .ssp/versions", e))
+    }
+
+    /// Puts the version of `rel` kept at `at` (the newest at or before it; the newest when
+    /// `None`) back in place; the current file goes into versions first. The next sync sends it.
+    pub fn restore(&self, rel: &str, at: Option<SystemTime>) -> Result<crate::fs::Version> {
+        let rel = crate::fs::RelPath::parse(rel)?;
+        let _held = self.hold();
+        let writes = crate::fs::WriteRoot::open(&self.root)?;
+        let mut versions = crate::fs::Versions::open(writes.root())
+            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        versions.restore(&rel, at, SystemTime::now())
+    }
+
+    /// Deletes versions kept longer than `keep`; returns how many.
+    pub fn prune_versions(&self, keep: Duration) -> Result<usize> {
+        let writes = crate::fs::WriteRoot::open(&self.root)?;
+        let mut versions = crate::fs::Versions::open(writes.root())
+            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        versions
+            .prune(keep, SystemTime::now())
+            .map_err(|e| Error::io("pruning .ssp/versions", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_parse_back_to_their_original() {
+        // (copy, original, date-time, device)
+        let table = [
+            ("a.sync-conflict-20240229-235959-0123456.txt", Some(("a.txt", "20240229-235959", "0123456"))),
+            ("d/e/notes.sync-conflict-20261201-101010-ABCDEF0", Some(("d/e/notes", "20261201-101010", "ABCDEF0"))),
+            ("x.tar.sync-conflict-20261201-101010-ABCDEF0.gz", Some(("x.tar.gz", "20261201-101010", "ABCDEF0"))),
+            ("plain.txt", None),
+            (".sync-conflict-20261201-101010-ABCDEF0", None),
+            ("a.sync-conflict-2026120-101010-ABCDEF0", None),
+            ("a.sync-conflict-20261201-101010-ABCDEF0x", None),
+        ];
+        for (copy, want) in table {
+            let got = parse_conflict_name(copy);
+            let want = want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+            assert_eq!(got, want, "{copy}");
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 mod client;
 mod folder;
+mod link;
 mod pull;
 mod server;
 mod session;
@@ -11,8 +12,10 @@ mod session;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::protocol::SyncMode;
+
 pub use client::{Client, ClientConfig, ClientStatus, SyncStats};
-pub use folder::Folder;
+pub use folder::{Folder, DEFAULT_TOMBSTONE_KEEP_DAYS};
 pub use server::{Server, ServerConfig, ServerStatus};
 
 /// What either end needs: the shared secret, its folder, the server's address and the chunk
@@ -41,6 +44,19 @@ pub struct PeerConfig {
     /// Server only: time a new connection has to send its HELLO (at most `handshake_timeout`),
     /// so silent connections give their permit back quickly.
     pub hello_timeout: Duration,
+    /// Client: what a sync moves (two-way by default).
+    pub mode: SyncMode,
+    /// Server: take no changes from clients (pushes are refused; two-way clients only pull).
+    pub read_only: bool,
+    /// Let a sync go on when every file of the folder is gone (on this side, or in the peer's
+    /// index): off by default, so an unmounted drive or a wrong path deletes nothing.
+    pub allow_mass_delete: bool,
+    /// How long files replaced or deleted by a sync are kept in `.ssp/versions/` (`None`: not
+    /// kept at all).
+    pub versions_keep: Option<Duration>,
+    /// How long the record of a deletion is kept (a replica away for longer may bring the file
+    /// back).
+    pub tombstone_keep: Duration,
 }
 
 impl PeerConfig {
@@ -62,8 +78,29 @@ impl PeerConfig {
             max_index_path_bytes: crate::protocol::DEFAULT_MAX_INDEX_PATH_BYTES,
             progress_timeout: Duration::from_millis(crate::protocol::DEFAULT_PROGRESS_TIMEOUT_MS),
             hello_timeout: Duration::from_millis(crate::protocol::HELLO_TIMEOUT_MS),
+            mode: SyncMode::TwoWay,
+            read_only: false,
+            allow_mass_delete: false,
+            versions_keep: Some(days(crate::fs::DEFAULT_VERSIONS_KEEP_DAYS)),
+            tombstone_keep: days(folder::DEFAULT_TOMBSTONE_KEEP_DAYS),
         }
     }
+
+    /// How this side takes part in sync rounds.
+    pub(crate) fn round(&self) -> session::RoundConfig {
+        session::RoundConfig {
+            chunk_size: self.chunk_size,
+            limits: pull::PullLimits::from(self),
+            allow_mass_delete: self.allow_mass_delete,
+            tombstone_keep: self.tombstone_keep,
+            versions_keep: self.versions_keep,
+        }
+    }
+}
+
+/// `n` days.
+pub fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(24 * 3600))
 }
 
 /// Default time allowed for TCP connect plus the whole handshake.

@@ -1,28 +1,32 @@
-//! Pulling: fetch the server's index, plan against ours, and fetch what differs with pipelined
-//! requests. A blocking writer thread turns chunks into temp files and verified renames while
-//! this task keeps the socket busy.
+//! The write stage both ends use to apply a peer's changes: receive and validate its index,
+//! apply decisions on disk through descriptors (conflict copies, folders, symlinks, metadata,
+//! deletions into versions), and fetch content with pipelined requests while a blocking writer
+//! thread turns chunks into temp files that are verified and renamed only onto what the plan
+//! saw.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::folder::Folder;
+use super::folder::{Folder, Held};
+use super::link::{silent_peer, Link};
+use super::session::{RoundConfig, RoundOutcome};
 use crate::error::{Error, Result};
 use crate::fs::{
-    local_mode, part_name, part_rel, umask, FinishError, PartWriter, RelPath, WriteRoot,
+    local_mode, part_name, part_rel, umask, Dir, EntryStat, FinishError, PartFile, PartWriter,
+    RelPath, Versions, WriteRoot, NEW_DIR_MODE,
 };
-use crate::index::{plan_pull, FileRecord, Hash, VersionVector};
-use crate::net::{remote_error, Connection};
+use crate::index::{Action, Apply, EntryKind, FileRecord, Hash};
+use crate::net::remote_error;
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
     peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
-    SyncComplete, SyncRequest, INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
+    INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
 /// Files requested ahead of the one being received. Requests go out in batches: once half the
@@ -38,23 +42,57 @@ const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// for this long (younger ones may belong to a sync still running in another process).
 const STALE_PART_AGE_S: u64 = 15 * 60;
 
-/// What a pull did.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct PullOutcome {
-    pub files_received: u64,
-    pub bytes_received: u64,
-    pub files_total: u64,
-    pub bytes_total: u64,
-    pub unchanged: u64,
-    pub touched: u64,
-    /// (path, reason) of files that could not be fetched.
-    pub failures: Vec<(String, String)>,
+/// A path's current state on disk, as the plan saw it: the finish step replaces nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Nothing is there.
+    Absent,
+    /// A regular file or symlink with this size, mtime and inode.
+    Entry { size: u64, mtime_ns: i64, inode: u64 },
+    /// A folder.
+    Dir,
 }
 
+impl Expect {
+    /// What `local` (our record after the scan) says is on disk.
+    pub fn of(local: Option<&FileRecord>) -> Expect {
+        match local {
+            Some(r) if !r.deleted && r.kind == EntryKind::Dir => Expect::Dir,
+            Some(r) if !r.deleted => Expect::Entry {
+                size: r.size,
+                mtime_ns: r.mtime_ns,
+                inode: r.inode,
+            },
+            _ => Expect::Absent,
+        }
+    }
+
+    /// Whether `found` (a stat of the path, `None` when absent) is still what was expected.
+    pub fn holds(&self, found: Option<&EntryStat>) -> bool {
+        match (self, found) {
+            (Expect::Absent, None) => true,
+            (Expect::Dir, Some(st)) => st.is_dir,
+            (
+                Expect::Entry {
+                    size,
+                    mtime_ns,
+                    inode,
+                },
+                Some(st),
+            ) => !st.is_dir && st.len == *size && st.mtime_ns == *mtime_ns && st.ino == *inode,
+            _ => false,
+        }
+    }
+}
+
+/// The message for a path that changed here after the plan was made.
+const CHANGED_HERE: &str = "changed here during the sync; it syncs next time";
+
 /// A file to fetch.
-struct Fetch {
+pub(crate) struct Fetch {
     rel: RelPath,
-    entry: IndexEntry,
+    /// What the store holds once it is written (the peer's record, versions merged).
+    record: FileRecord,
     hash: Hash,
     /// Temp-file name, in the target's folder.
     part: String,
@@ -64,6 +102,8 @@ struct Fetch {
     target: PathBuf,
     /// Permission bits the file gets: the sender's, narrowed by our umask.
     mode: u32,
+    /// What must still be at the target when the file is finished.
+    expect: Expect,
 }
 
 enum WriteCmd {
@@ -72,7 +112,8 @@ enum WriteCmd {
 }
 
 enum Outcome {
-    Done(FileRecord),
+    /// Written and stored.
+    Done,
     Failed(String),
     /// The disk is full: every later file would fail too, so the sync stops here.
     Abort(Error),
@@ -85,7 +126,7 @@ struct FileDone {
     outcome: Outcome,
 }
 
-/// Bounds on what the server may send in one pull (from the client's config).
+/// Bounds on what a peer may send in one round (from our config).
 #[derive(Debug, Clone)]
 pub(crate) struct PullLimits {
     pub max_index_entries: usize,
@@ -103,105 +144,504 @@ impl From<&super::PeerConfig> for PullLimits {
     }
 }
 
-/// The error for a server that sent nothing for `limit` while we waited for `what`.
-fn silent_server(limit: Duration, what: &str) -> Error {
-    Error::ConnectionLost(format!(
-        "the server sent nothing for {} s while we waited for {what}; it may be stuck \
-         (ClientConfig.progress_timeout sets how long to wait)",
-        limit.as_secs_f64()
-    ))
-}
-
-/// Receives the next message, failing if the server sends nothing for `limit`.
-async fn recv_within(conn: &mut Connection, limit: Duration, what: &str) -> Result<Message> {
-    match tokio::time::timeout(limit, conn.recv()).await {
-        Ok(m) => m,
-        Err(_) => Err(silent_server(limit, what)),
-    }
-}
-
-/// Sends one message, failing if the server does not take it within `limit` (a server that
-/// stops reading would otherwise block us once the socket buffers are full).
-async fn send_within(conn: &mut Connection, limit: Duration, msg: Message) -> Result<()> {
-    match tokio::time::timeout(limit, conn.send(msg)).await {
-        Ok(r) => r,
-        Err(_) => Err(silent_server(limit, "it to read our requests")),
-    }
-}
-
-/// Progress and cancellation plumbing for one pull.
+/// Progress and cancellation plumbing for one round.
 pub(crate) struct PullHooks<'a> {
     pub events: Option<&'a EventSink>,
     pub cancel: CancellationToken,
     pub pending: &'a AtomicU64,
 }
 
-async fn fail_peer(conn: &mut Connection, e: Error) -> Error {
+/// Most devices one version vector may name: far more than replicas of a folder, few enough
+/// that a hostile index cannot make vectors the bulk of its size.
+const MAX_VERSION_DEVICES: usize = 256;
+
+async fn fail_peer(link: &Link, e: Error) -> Error {
     let code = if matches!(e, Error::BadPath { .. }) {
         ErrorCode::BadPath
     } else {
         ErrorCode::BadMessage
     };
-    conn.send_error(code, e.to_string()).await;
+    link.fail(code, e.to_string()).await;
     e
 }
 
-/// Receives and validates the whole index. Anything hostile aborts the sync before any write;
-/// every batch is checked against the limits before it is kept, so memory stays bounded by
-/// them whatever the server sends.
-async fn receive_index(
-    conn: &mut Connection,
-    limits: &PullLimits,
-) -> Result<Vec<(RelPath, Hash, IndexEntry)>> {
+/// Receives and validates the peer's whole index. Anything hostile aborts the round before
+/// any write; every batch is checked against the limits before it is kept, so memory stays
+/// bounded by them whatever the peer sends.
+pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Result<Vec<FileRecord>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut tally = IndexTally::default();
     loop {
-        let batch = match recv_within(conn, limits.progress_timeout, "the index").await? {
+        let batch = match link.next(limits.progress_timeout, "the index").await? {
             Message::FileIndex(b) => b,
-            Message::Heartbeat => continue,
             m => {
                 return Err(fail_peer(
-                    conn,
+                    link,
                     Error::protocol(format!("expected FILE_INDEX, got {:?}", m.message_type())),
                 )
                 .await)
             }
         };
         if let Err(why) = tally.add(&batch.entries, limits) {
-            return Err(fail_peer(conn, Error::protocol(why)).await);
+            return Err(fail_peer(link, Error::protocol(why)).await);
         }
         for entry in batch.entries {
             let rel = match RelPath::parse(&entry.path) {
                 Ok(r) => r,
                 Err(e) => {
                     let e = sanitize_error(e);
-                    tracing::warn!("server offered a hostile path: {e}");
-                    return Err(fail_peer(conn, e).await);
+                    tracing::warn!("the peer offered a hostile path: {e}");
+                    return Err(fail_peer(link, e).await);
                 }
             };
             let shown = peer_text(rel.as_str());
             let Some(hash) = Hash::from_hex(&entry.hash) else {
-                return Err(
-                    fail_peer(conn, Error::protocol(format!("bad hash for {shown}"))).await,
-                );
+                return Err(fail_peer(link, Error::protocol(format!("bad hash for {shown}"))).await);
             };
-            if !seen.insert(entry.path.clone()) {
-                return Err(
-                    fail_peer(conn, Error::protocol(format!("{shown} listed twice"))).await,
-                );
+            if entry.version.0.len() > MAX_VERSION_DEVICES {
+                return Err(fail_peer(
+                    link,
+                    Error::protocol(format!("{shown}: a version naming more than {MAX_VERSION_DEVICES} devices")),
+                )
+                .await);
             }
-            // Planning compares hex strings: keep ours canonical whatever case the peer used.
-            let entry = IndexEntry {
-                hash: hash.to_hex(),
-                ..entry
-            };
-            out.push((rel, hash, entry));
+            if !seen.insert(entry.path.clone()) {
+                return Err(fail_peer(link, Error::protocol(format!("{shown} listed twice"))).await);
+            }
+            let mut rec = FileRecord::from_entry(&entry, hash);
+            rec.path = rel.as_str().to_owned();
+            match rec.kind {
+                EntryKind::Dir => rec.size = 0,
+                EntryKind::Symlink if !rec.deleted => {
+                    let ok = rec
+                        .target
+                        .as_deref()
+                        .map(|t| crate::fs::link_inside(rel.as_str(), t));
+                    if !matches!(ok, Some(Ok(_))) {
+                        return Err(fail_peer(
+                            link,
+                            Error::protocol(format!("{shown}: a symlink pointing outside the folder")),
+                        )
+                        .await);
+                    }
+                }
+                _ => {}
+            }
+            out.push(rec);
         }
         if batch.last {
             return Ok(out);
         }
     }
+}
+
+/// One path's decision, with what our side held when it was made.
+pub(crate) struct Planned {
+    local: Option<FileRecord>,
+    action: Action,
+    record: FileRecord,
+}
+
+/// Everything a round changes on this side, in the order it is applied.
+#[derive(Default)]
+pub(crate) struct LocalPlan {
+    items: Vec<Planned>,
+    /// A local file for each content hash we hold (non-empty files): a renamed or copied file
+    /// is copied from here instead of fetched again.
+    pub sources: HashMap<Hash, String>,
+}
+
+impl LocalPlan {
+    pub fn push(&mut self, local: Option<FileRecord>, action: Action, record: FileRecord) {
+        self.items.push(Planned {
+            local,
+            action,
+            record,
+        });
+    }
+
+    /// Live local files the plan deletes.
+    pub fn deleted_files(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|p| {
+                matches!(p.action, Action::Apply(Apply::Delete))
+                    && p.local.as_ref().is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
+            })
+            .count()
+    }
+
+    /// Whether the plan writes any file or symlink.
+    pub fn writes_files(&self) -> bool {
+        self.items.iter().any(|p| {
+            matches!(
+                p.action,
+                Action::Apply(Apply::Fetch | Apply::MakeLink) | Action::ConflictCopy { .. }
+            )
+        })
+    }
+}
+
+/// The disk side of a round that runs on one blocking thread: its descriptors and versions.
+struct Local<'a> {
+    folder: &'a Folder,
+    writes: WriteRoot,
+    versions: Option<Versions>,
+    /// Reads of local content (copies), opened when first needed.
+    beneath: Option<crate::fs::Beneath>,
+}
+
+impl Local<'_> {
+    fn open(folder: &Folder, keep: Option<Duration>) -> Result<Local<'_>> {
+        let writes = WriteRoot::open(folder.root())?;
+        let versions = match keep {
+            Some(_) => Some(
+                Versions::open(writes.root())
+                    .map_err(|e| Error::io("opening .ssp/versions", e))?,
+            ),
+            None => None,
+        };
+        Ok(Local {
+            folder,
+            writes,
+            versions,
+            beneath: None,
+        })
+    }
+
+    /// The parent folder and name of `rel`, and what is there now.
+    fn at(&mut self, rel: &RelPath, create: bool) -> Result<(Arc<Dir>, Option<EntryStat>)> {
+        let dir = self.writes.parent(rel, create)?;
+        let st = match dir.stat(rel.file_name()) {
+            Ok(st) => Some(st),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(Error::io(rel.to_string(), e)),
+        };
+        Ok((dir, st))
+    }
+
+    /// Moves what is at `rel` out of the way: files and symlinks into versions (or removed,
+    /// when versions are off), an empty folder removed. A folder with content stays and fails.
+    fn clear(&mut self, dir: &Dir, rel: &RelPath, st: &EntryStat) -> Result<()> {
+        let name = rel.file_name();
+        if st.is_dir {
+            return dir.rmdir(name).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTEMPTY | libc::EEXIST) => Error::io(
+                    rel.to_string(),
+                    std::io::Error::other("a folder with files in it is in the way"),
+                ),
+                _ => Error::io(rel.to_string(), e),
+            });
+        }
+        match &mut self.versions {
+            Some(v) => v
+                .archive(dir, name, rel, SystemTime::now())
+                .map(|_| ())
+                .map_err(|e| Error::io(format!("keeping the old version of {rel}"), e)),
+            None => dir.unlink(name).map_err(|e| Error::io(rel.to_string(), e)),
+        }
+    }
+
+    /// Applies one non-fetch decision; `Ok(Some(fetch))` for content still to come.
+    fn apply(&mut self, p: &Planned, stored: &mut Vec<FileRecord>, copies: &mut Vec<FileRecord>) -> Result<Option<Fetch>> {
+        let rel = RelPath::parse(&p.record.path)?;
+        let expect = Expect::of(p.local.as_ref());
+        let mut record = p.record.clone();
+        let then = match &p.action {
+            Action::Keep => return Ok(None),
+            Action::Adopt => {
+                if let Some(l) = p.local.as_ref().filter(|l| !l.deleted) {
+                    record.inode = l.inode;
+                    record.mtime_ns = l.mtime_ns;
+                    record.mode = l.mode;
+                }
+                stored.push(record);
+                return Ok(None);
+            }
+            Action::Touch => {
+                let (_, st) = self.at(&rel, false)?;
+                if !expect.holds(st.as_ref()) {
+                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                }
+                let w = self
+                    .writes
+                    .apply_metadata(&rel, record.mtime_ns, local_mode(record.mode))?;
+                record.inode = w.inode;
+                record.mtime_ns = w.mtime_ns;
+                record.set_mode(w.mode);
+                stored.push(record);
+                return Ok(None);
+            }
+            Action::ConflictCopy { copy, then } => {
+                let copy_rel = RelPath::parse(copy)?;
+                let (dir, st) = self.at(&rel, false)?;
+                if !expect.holds(st.as_ref()) {
+                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                }
+                if st.is_some() {
+                    let (cdir, cst) = self.at(&copy_rel, true)?;
+                    if cst.is_some() {
+                        return Err(Error::io(
+                            copy.clone(),
+                            std::io::Error::other("the conflict copy's name is taken"),
+                        ));
+                    }
+                    dir.rename_to(rel.file_name(), &cdir, copy_rel.file_name())
+                        .map_err(|e| Error::io(format!("making the conflict copy {copy}"), e))?;
+                    if let Some(mut c) = p.local.clone() {
+                        c.path = copy.clone();
+                        c.version = Default::default();
+                        copies.push(c);
+                    }
+                }
+                *then
+            }
+            Action::Apply(a) => *a,
+        };
+        let expect = if matches!(p.action, Action::ConflictCopy { .. }) {
+            Expect::Absent
+        } else {
+            expect
+        };
+        match then {
+            Apply::Delete => Ok(None), // after the fetches (see `delete_local`)
+            Apply::Fetch => {
+                let hash = record.hash;
+                Ok(Some(Fetch {
+                    part: part_name(&rel, &hash),
+                    part_rel: part_rel(&rel, &hash),
+                    target: rel.under(self.folder.root()),
+                    mode: local_mode(record.mode),
+                    rel,
+                    hash,
+                    record,
+                    expect,
+                }))
+            }
+            Apply::MakeDir => {
+                let (dir, st) = self.at(&rel, true)?;
+                if !expect.holds(st.as_ref()) {
+                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                }
+                match &st {
+                    Some(st) if st.is_dir => {}
+                    Some(st) => {
+                        self.clear(&dir, &rel, st)?;
+                        dir.mkdir(rel.file_name(), NEW_DIR_MODE)
+                            .map_err(|e| Error::io(rel.to_string(), e))?;
+                    }
+                    None => dir
+                        .mkdir(rel.file_name(), NEW_DIR_MODE)
+                        .map_err(|e| Error::io(rel.to_string(), e))?,
+                }
+                record.mode = NEW_DIR_MODE & !umask();
+                stored.push(record);
+                Ok(None)
+            }
+            Apply::MakeLink => {
+                let target = record.target.clone().unwrap_or_default();
+                let (dir, st) = self.at(&rel, true)?;
+                if !expect.holds(st.as_ref()) {
+                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                }
+                if let Some(st) = &st {
+                    self.clear(&dir, &rel, st)?;
+                }
+                dir.symlink(&target, rel.file_name())
+                    .map_err(|e| Error::io(format!("creating the symlink {rel}"), e))?;
+                if let Ok(st) = dir.stat(rel.file_name()) {
+                    record.inode = st.ino;
+                    record.mtime_ns = st.mtime_ns;
+                }
+                stored.push(record);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes `fetch` from the local file `src` holding the same content (verified by hash as
+    /// it is copied), finished like a fetched file.
+    fn copy_from(&mut self, src: &str, fetch: &Fetch) -> Result<FileRecord> {
+        use std::io::Read;
+        let src_rel = RelPath::parse(src)?;
+        let mut file = self
+            .beneath()?
+            .open_read(&src_rel)
+            .map_err(|e| Error::io(src.to_owned(), e))?;
+        let dir = self.writes.parent(&fetch.rel, true)?;
+        let mut w = PartWriter::create(dir, &fetch.part)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| Error::io(src.to_owned(), e))?;
+            if n == 0 {
+                break;
+            }
+            if w.written() + n as u64 > fetch.record.size {
+                w.discard();
+                return Err(Error::io(src.to_owned(), std::io::Error::other("changed")));
+            }
+            w.write(&buf[..n])?;
+        }
+        let mut stored = Vec::new();
+        match finish(w, fetch, self, &mut stored) {
+            Outcome::Done => stored
+                .pop()
+                .ok_or_else(|| Error::Store("copied file not recorded".into())),
+            Outcome::Failed(why) => Err(Error::io(fetch.rel.to_string(), std::io::Error::other(why))),
+            Outcome::Abort(e) => Err(e),
+            Outcome::Retry => Err(Error::io(src.to_owned(), std::io::Error::other("content differs"))),
+        }
+    }
+
+    fn beneath(&mut self) -> Result<&crate::fs::Beneath> {
+        if self.beneath.is_none() {
+            let b = crate::fs::Beneath::new(self.folder.root())
+                .map_err(|e| Error::io(self.folder.root().display().to_string(), e))?;
+            self.beneath = Some(b);
+        }
+        self.beneath
+            .as_ref()
+            .ok_or_else(|| Error::Store("folder not open".into()))
+    }
+
+    /// Deletes one path the peer deleted (files into versions; folders only when empty).
+    fn delete(&mut self, p: &Planned) -> Result<()> {
+        let rel = RelPath::parse(&p.record.path)?;
+        let expect = Expect::of(p.local.as_ref());
+        let (dir, st) = match self.at(&rel, false) {
+            Ok(x) => x,
+            // The parent is gone already (deleted with it): nothing left to do.
+            Err(_) => return Ok(()),
+        };
+        if !expect.holds(st.as_ref()) {
+            return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+        }
+        if let Some(st) = st {
+            self.clear(&dir, &rel, &st)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies everything but fetches and deletions: conflict copies first (so both versions
+/// survive), then folders, symlinks, metadata and records. Returns the files to fetch.
+pub(crate) async fn apply_local(
+    folder: &Arc<Folder>,
+    plan: &LocalPlan,
+    cfg: &RoundConfig,
+    out: &mut RoundOutcome,
+) -> Result<Vec<Fetch>> {
+    let work: Vec<usize> = (0..plan.items.len())
+        .filter(|&i| !matches!(plan.items[i].action, Action::Apply(Apply::Delete)))
+        .collect();
+    if work.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Parents before children.
+    let mut order = work;
+    order.sort_by(|&a, &b| plan.items[a].record.path.cmp(&plan.items[b].record.path));
+    let items: Vec<Planned> = order
+        .into_iter()
+        .map(|i| {
+            let p = &plan.items[i];
+            Planned {
+                local: p.local.clone(),
+                action: p.action.clone(),
+                record: p.record.clone(),
+            }
+        })
+        .collect();
+    let f = Arc::clone(folder);
+    let keep = cfg.versions_keep;
+    let sources = plan.sources.clone();
+    let (fetches, failures, copied) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut local = Local::open(&f, keep)?;
+        let mut held = f.hold();
+        let (mut stored, mut copies, mut fetches, mut failures) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut copied = 0u64;
+        for p in &items {
+            match local.apply(p, &mut stored, &mut copies) {
+                Ok(Some(fetch)) => match sources.get(&fetch.hash) {
+                    // Content we already hold (a rename, a copy): copied here, not sent again.
+                    Some(src) if fetch.record.size > 0 => match local.copy_from(src, &fetch) {
+                        Ok(rec) => {
+                            copied += 1;
+                            stored.push(rec);
+                        }
+                        Err(e) => {
+                            tracing::debug!("{}: local copy failed, fetching: {e}", fetch.rel);
+                            fetches.push(fetch);
+                        }
+                    },
+                    _ => fetches.push(fetch),
+                },
+                Ok(None) => {}
+                Err(e) => failures.push((p.record.path.clone(), e.to_string())),
+            }
+        }
+        held.commit(stored, false)?;
+        held.commit(copies, true)?;
+        Ok((fetches, failures, copied))
+    })
+    .await
+    .map_err(|e| Error::Store(e.to_string()))??;
+    if copied > 0 {
+        tracing::info!("{copied} files copied from content already here (renames, copies)");
+    }
+    out.copied_locally += copied;
+    out.failures.extend(failures);
+    Ok(fetches)
+}
+
+/// Applies the peer's deletions, deepest paths first (a folder goes once it is empty), after
+/// the fetches (so a renamed file's content was still here to be found).
+pub(crate) async fn delete_local(
+    folder: &Arc<Folder>,
+    plan: &LocalPlan,
+    cfg: &RoundConfig,
+    out: &mut RoundOutcome,
+) -> Result<()> {
+    let mut items: Vec<Planned> = plan
+        .items
+        .iter()
+        .filter(|p| matches!(p.action, Action::Apply(Apply::Delete)))
+        .map(|p| Planned {
+            local: p.local.clone(),
+            action: p.action.clone(),
+            record: p.record.clone(),
+        })
+        .collect();
+    if items.is_empty() {
+        return Ok(());
+    }
+    items.sort_by(|a, b| b.record.path.cmp(&a.record.path));
+    let f = Arc::clone(folder);
+    let keep = cfg.versions_keep;
+    let (deleted, failures) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut local = Local::open(&f, keep)?;
+        let mut held = f.hold();
+        let (mut stored, mut failures, mut deleted) = (Vec::new(), Vec::new(), 0u64);
+        for p in &items {
+            match local.delete(p) {
+                Ok(()) => {
+                    if p.local.as_ref().is_some_and(|l| !l.deleted) {
+                        deleted += 1;
+                    }
+                    stored.push(p.record.clone());
+                }
+                Err(e) => failures.push((p.record.path.clone(), e.to_string())),
+            }
+        }
+        held.commit(stored, false)?;
+        Ok((deleted, failures))
+    })
+    .await
+    .map_err(|e| Error::Store(e.to_string()))??;
+    out.deleted += deleted;
+    out.failures.extend(failures);
+    Ok(())
 }
 
 /// What the index received so far adds up to.
@@ -281,163 +721,84 @@ fn fits_locally(root_bytes: usize, rel: &RelPath) -> Result<(), String> {
 /// Room kept for the temp file's name next to a file (`fs::part_path` makes 51 bytes).
 const TEMP_NAME_BYTES_MAX: usize = 64;
 
-/// Runs one pull over an authenticated connection.
-pub(crate) async fn pull(
-    conn: &mut Connection,
-    folder: Arc<Folder>,
-    chunk_size: usize,
-    limits: &PullLimits,
-    hooks: PullHooks<'_>,
-) -> Result<PullOutcome> {
-    let patience = limits.progress_timeout;
-    send_within(
-        conn,
-        patience,
-        Message::SyncRequest(SyncRequest {
-            mode: "pull".into(),
-        }),
-    )
-    .await?;
-    let scan = {
-        let f = Arc::clone(&folder);
-        tokio::task::spawn_blocking(move || f.scan())
-    };
-    let remote = receive_index(conn, limits).await?;
-    let local = scan.await.map_err(|e| Error::Store(e.to_string()))??;
-    // Resumable temp files (regular, one link) and their lengths; the others are replaced.
-    let parts: HashMap<String, u64> = local
-        .parts
-        .iter()
-        .filter(|p| p.resumable)
-        .map(|p| (p.rel.clone(), p.len))
-        .collect();
-    let all_parts: HashSet<String> = local.parts.into_iter().map(|p| p.rel).collect();
-    let local: HashMap<String, FileRecord> = local
-        .files
-        .into_iter()
-        .map(|r| (r.path.clone(), r))
-        .collect();
-    let entries: Vec<IndexEntry> = remote.iter().map(|(_, _, e)| e.clone()).collect();
-    let mut plan = plan_pull(&entries, &local, umask());
-    let mut outcome = PullOutcome {
-        files_total: plan.fetch.len() as u64,
-        // The index's sizes were summed with checks as it arrived; these are a subset.
-        bytes_total: plan
-            .fetch
-            .iter()
-            .fold(0u64, |sum, e| sum.saturating_add(e.size)),
-        unchanged: plan.unchanged as u64,
-        ..Default::default()
-    };
-    tracing::info!(
-        "plan: fetch {} files ({} bytes), fix metadata of {}, {} unchanged",
-        outcome.files_total,
-        outcome.bytes_total,
-        plan.touch.len(),
-        plan.unchanged
-    );
-    let by_path: HashMap<&str, (&RelPath, &Hash)> = remote
-        .iter()
-        .map(|(r, h, e)| (e.path.as_str(), (r, h)))
-        .collect();
+/// What the fetches of a round did.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub received: u64,
+    pub bytes: u64,
+    pub failures: Vec<(String, String)>,
+}
+
+/// Fetches `fetches` from the peer with pipelined requests (serving its requests meanwhile),
+/// writing each through a temp file that is verified and finished only onto what the plan
+/// saw. `peer_done` is set if the peer's SYNC_COMPLETE arrives meanwhile.
+pub(crate) async fn fetch_all(
+    link: &mut Link,
+    folder: &Arc<Folder>,
+    mut fetches: Vec<Fetch>,
+    parts: &[PartFile],
+    cfg: &RoundConfig,
+    hooks: &PullHooks<'_>,
+    peer_done: &mut bool,
+) -> Result<Fetched> {
+    let mut out = Fetched::default();
     // Files this folder cannot hold fail alone, before any folder of theirs is created.
     let root_bytes = folder.root().as_os_str().len();
-    plan.fetch.retain(|e| {
-        let fits = by_path
-            .get(e.path.as_str())
-            .map(|(rel, _)| fits_locally(root_bytes, rel));
-        match fits {
-            Some(Err(why)) => {
-                tracing::warn!("{}: {why}", peer_text(&e.path));
-                outcome.failures.push((e.path.clone(), why));
-                false
-            }
-            _ => true,
+    fetches.retain(|f| match fits_locally(root_bytes, &f.rel) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!("{}: {why}", peer_text(f.rel.as_str()));
+            out.failures.push((f.rel.as_str().to_owned(), why));
+            false
         }
     });
-    let root = folder.root().to_path_buf();
-
-    // Same content, other metadata: fix in place, on descriptors (mode and mtime can never be
-    // applied through a folder swapped for a symlink).
-    let mut records = Vec::new();
-    if !plan.touch.is_empty() {
-        let mut writes = WriteRoot::open(&root)?;
-        for e in &plan.touch {
-            let Some((rel, hash)) = by_path.get(e.path.as_str()) else {
-                continue;
-            };
-            match writes.apply_metadata(rel, e.mtime_ns, local_mode(e.permissions())) {
-                Ok(w) => {
-                    outcome.touched += 1;
-                    records.push(record(e, **hash, &w));
-                }
-                Err(err) => outcome.failures.push((e.path.clone(), err.to_string())),
-            }
-        }
-    }
-
-    let fetches: Vec<Fetch> = plan
-        .fetch
-        .into_iter()
-        .filter_map(|entry| {
-            let (rel, hash) = by_path.get(entry.path.as_str())?;
-            Some(Fetch {
-                part: part_name(rel, hash),
-                part_rel: part_rel(rel, hash),
-                target: rel.under(&root),
-                mode: local_mode(entry.permissions()),
-                rel: (*rel).clone(),
-                hash: **hash,
-                entry,
-            })
-        })
-        .collect();
+    out.files_total = fetches.len() as u64;
+    // The index's sizes were summed with checks as it arrived; these are a subset.
+    out.bytes_total = fetches
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(f.record.size));
     if let Some(sink) = hooks.events {
         sink(Event::Progress(Progress {
             phase: "requesting",
-            files_to_request: outcome.files_total,
-            files_total: outcome.files_total,
-            bytes_total: outcome.bytes_total,
+            files_to_request: out.files_total,
+            files_total: out.files_total,
+            bytes_total: out.bytes_total,
             progress: 0.0,
             ..Default::default()
         }));
     }
-    let wanted: HashSet<String> = fetches.iter().map(|f| f.part_rel.clone()).collect();
-    let stale: Vec<String> = all_parts.difference(&wanted).cloned().collect();
-    let stale_root = root.clone();
-    let (received, failures, bytes) =
-        transfer(conn, fetches, &parts, root, chunk_size, patience, &hooks).await?;
+    // Resumable temp files (regular, one link) and their lengths; the others are replaced.
+    let resumable: HashMap<String, u64> = parts
+        .iter()
+        .filter(|p| p.resumable)
+        .map(|p| (p.rel.clone(), p.len))
+        .collect();
+    let wanted: HashSet<&str> = fetches.iter().map(|f| f.part_rel.as_str()).collect();
+    let stale: Vec<String> = parts
+        .iter()
+        .filter(|p| !wanted.contains(p.rel.as_str()))
+        .map(|p| p.rel.clone())
+        .collect();
+    let (received, failures, bytes) = transfer(
+        link,
+        folder,
+        fetches,
+        &resumable,
+        cfg,
+        hooks,
+        peer_done,
+    )
+    .await?;
     if !stale.is_empty() {
-        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&stale_root, &stale)).await;
+        let root = folder.root().to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&root, &stale)).await;
     }
-    outcome.files_received = received.len() as u64;
-    outcome.bytes_received = bytes;
-    outcome.failures.extend(failures);
-    records.extend(received);
-    {
-        let f = Arc::clone(&folder);
-        let recs = records;
-        let _ = tokio::task::spawn_blocking(move || f.remember(&recs)).await;
-    }
-    let complete = Message::SyncComplete(SyncComplete {
-        files: outcome.files_received,
-        bytes: outcome.bytes_received,
-        failed: outcome.failures.len() as u64,
-    });
-    send_within(conn, patience, complete).await?;
-    loop {
-        match recv_within(conn, patience, "ACK").await? {
-            Message::Ack => break,
-            Message::Heartbeat => {}
-            m => {
-                return Err(Error::protocol(format!(
-                    "expected ACK, got {:?}",
-                    m.message_type()
-                )))
-            }
-        }
-    }
-    Ok(outcome)
+    out.received = received;
+    out.bytes = bytes;
+    out.failures.extend(failures);
+    Ok(out)
 }
 
 /// Deletes temp files left by interrupted syncs of content the server no longer offers (their
@@ -458,51 +819,35 @@ fn remove_stale_parts(root: &std::path::Path, parts: &[String]) {
     }
 }
 
-fn record(e: &IndexEntry, hash: Hash, written: &crate::fs::Written) -> FileRecord {
-    FileRecord {
-        path: e.path.clone(),
-        size: e.size,
-        mtime_ns: written.mtime_ns,
-        executable: written.mode & 0o111 != 0,
-        mode: written.mode,
-        hash,
-        inode: written.inode,
-        deleted: false,
-        version: VersionVector::default(),
-        blocks: Vec::new(),
-        kind: Default::default(),
-        target: None,
-        sequence: 0,
-        modified_by: None,
-    }
-}
-
-type Transferred = (Vec<FileRecord>, Vec<(String, String)>, u64);
+/// Files received, (path, reason) of failures, bytes received.
+type Transferred = (u64, Vec<(String, String)>, u64);
 
 async fn transfer(
-    conn: &mut Connection,
+    link: &mut Link,
+    folder: &Arc<Folder>,
     fetches: Vec<Fetch>,
     parts: &HashMap<String, u64>,
-    root: PathBuf,
-    chunk_size: usize,
-    patience: Duration,
+    cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
+    peer_done: &mut bool,
 ) -> Result<Transferred> {
+    let (chunk_size, patience) = (cfg.chunk_size, cfg.limits.progress_timeout);
     if fetches.is_empty() {
         emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
-        return Ok((Vec::new(), Vec::new(), 0));
+        return Ok((0, Vec::new(), 0));
     }
+    let root = folder.root().to_path_buf();
     // Summed with checks when the index arrived; this is a subset of it.
     let total_bytes = fetches
         .iter()
-        .fold(0u64, |sum, f| sum.saturating_add(f.entry.size));
+        .fold(0u64, |sum, f| sum.saturating_add(f.record.size));
     let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
     // Resume offsets: an intact prefix left by an interrupted sync, in a temp file the scan
     // found to be a regular file with one link (the writer checks again on its descriptor).
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
     for (i, f) in fetches.iter().enumerate() {
         let offset = match parts.get(&f.part_rel) {
-            Some(&len) if len <= f.entry.size => len,
+            Some(&len) if len <= f.record.size => len,
             _ => 0,
         };
         if offset > 0 {
@@ -523,8 +868,9 @@ async fn transfer(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<FileDone>>();
     let writer = {
         let (fetches, counters) = (Arc::clone(&fetches), Arc::clone(&counters));
+        let (folder, keep) = (Arc::clone(folder), cfg.versions_keep);
         tokio::task::spawn_blocking(move || {
-            write_files(&fetches, &root, cmd_rx, &done_tx, &counters)
+            write_files(&fetches, &folder, keep, cmd_rx, &done_tx, &counters)
         })
     };
     let ticker = hooks.events.cloned().map(|sink| {
@@ -544,7 +890,7 @@ async fn transfer(
     // chunk came): each file's data arrives in order, once, and never past its size.
     let mut inflight: HashMap<u32, Option<u64>> = HashMap::new();
     let mut retried: HashSet<u32> = HashSet::new();
-    let mut received = Vec::new();
+    let mut received = 0u64;
     let mut failures = Vec::new();
     let result: Result<()> = async {
         loop {
@@ -552,15 +898,15 @@ async fn transfer(
                 let top_up = async {
                     while inflight.len() < WINDOW_FILES {
                         let Some((id, offset)) = queue.pop_front() else { break };
-                        let path = fetches[id as usize].entry.path.clone();
-                        conn.writer.feed(Message::FileRequest(FileRequest { id, path, offset })).await?;
+                        let path = fetches[id as usize].record.path.clone();
+                        link.send(Message::FileRequest(FileRequest { id, path, offset })).await?;
                         inflight.insert(id, Some(offset));
                     }
-                    conn.writer.flush().await
+                    Ok::<(), Error>(())
                 };
                 tokio::time::timeout(patience, top_up)
                     .await
-                    .map_err(|_| silent_server(patience, "it to read our requests"))??;
+                    .map_err(|_| silent_peer(patience, "it to read our requests"))??;
             }
             hooks.pending.store((inflight.len() + queue.len()) as u64, Ordering::Relaxed);
             if inflight.is_empty() && queue.is_empty() {
@@ -571,17 +917,17 @@ async fn transfer(
                 _ = hooks.cancel.cancelled() => return Err(Error::Cancelled),
                 // Restarted by every frame and every finished file: only a server that sends
                 // nothing at all while we wait for it gets here.
-                _ = tokio::time::sleep(patience) => return Err(silent_server(patience, "file data")),
+                _ = tokio::time::sleep(patience) => return Err(silent_peer(patience, "file data")),
                 Some(batch) = done_rx.recv() => {
                     for done in batch {
                         inflight.remove(&done.id);
-                        let path = &fetches[done.id as usize].entry.path;
+                        let path = &fetches[done.id as usize].record.path;
                         match done.outcome {
-                            Outcome::Done(rec) => received.push(rec),
+                            Outcome::Done => received += 1,
                             Outcome::Retry if retried.insert(done.id) => queue.push_back((done.id, 0)),
                             Outcome::Retry => failures.push((
                                 path.clone(),
-                                "content did not match its hash (changed on the server during the sync?)".into(),
+                                "content did not match its hash (changed on the other side during the sync?)".into(),
                             )),
                             Outcome::Failed(reason) => {
                                 tracing::warn!("{}: {}", peer_text(path), peer_text(&reason));
@@ -591,35 +937,34 @@ async fn transfer(
                         }
                     }
                 }
-                msg = conn.reader.next() => {
+                msg = link.next(patience, "file data") => {
                     // Take everything already received, up to a batch, in one hand-over.
                     let (mut batch, mut bytes, mut next) = (Vec::new(), 0, msg);
                     loop {
                         match next {
-                            Some(Ok(Message::FileChunk(c))) => {
+                            Ok(Message::FileChunk(c)) => {
                                 let Some(expected) = inflight.get_mut(&c.id) else {
                                     return Err(Error::protocol(format!("chunk for request {} that is not in flight", c.id)));
                                 };
                                 let f = &fetches[c.id as usize];
-                                if let Err(why) = accept_chunk(expected, c.offset, c.data.len(), c.last, f.entry.size) {
+                                if let Err(why) = accept_chunk(expected, c.offset, c.data.len(), c.last, f.record.size) {
                                     return Err(Error::protocol(format!("{}: {why}", peer_text(f.rel.as_str()))));
                                 }
                                 bytes += c.data.len();
                                 batch.push(WriteCmd::Chunk(c));
                             }
-                            Some(Ok(Message::Error(ErrorMsg { id: Some(id), message, .. }))) if inflight.contains_key(&id) => {
-                                batch.push(WriteCmd::Fail { id, reason: format!("server: {}", peer_text(&message)) });
+                            Ok(Message::Error(ErrorMsg { id: Some(id), message, .. })) if inflight.contains_key(&id) => {
+                                batch.push(WriteCmd::Fail { id, reason: format!("the peer: {}", peer_text(&message)) });
                             }
-                            Some(Ok(Message::Error(e))) => return Err(remote_error(e)),
-                            Some(Ok(Message::Heartbeat)) => {}
-                            Some(Ok(m)) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
-                            Some(Err(e)) => return Err(e),
-                            None => return Err(Error::ConnectionLost("the server closed the connection mid-transfer".into())),
+                            Ok(Message::Error(e)) => return Err(remote_error(e)),
+                            Ok(Message::SyncComplete(_)) if !*peer_done => *peer_done = true,
+                            Ok(m) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
+                            Err(e) => return Err(e),
                         }
                         if batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES {
                             break;
                         }
-                        match conn.reader.next().now_or_never() {
+                        match link.try_next() {
                             Some(m) => next = m,
                             None => break,
                         }
@@ -710,17 +1055,19 @@ enum Slot {
     Skipping(Outcome),
 }
 
-/// The blocking writer stage.
+/// The blocking writer stage. Files finished in one batch are stored in one commit, made
+/// while the folder is held (so no scan sees a new file before its record).
 fn write_files(
     fetches: &[Fetch],
-    root: &std::path::Path,
+    folder: &Folder,
+    keep: Option<Duration>,
     mut cmds: mpsc::Receiver<Vec<WriteCmd>>,
     done: &mpsc::UnboundedSender<Vec<FileDone>>,
     counters: &TransferCounters,
 ) {
     let mut slots: HashMap<u32, Slot> = HashMap::new();
     // Every write of this sync goes through descriptors opened from this one.
-    let mut writes = match WriteRoot::open(root) {
+    let mut local = match Local::open(folder, keep) {
         Ok(w) => w,
         Err(e) => {
             let _ = done.send(vec![FileDone {
@@ -732,13 +1079,17 @@ fn write_files(
     };
     while let Some(batch) = cmds.blocking_recv() {
         let mut finished = Vec::new();
+        let mut stored = Vec::new();
+        let mut held = None;
         for cmd in batch {
             write_one(
                 cmd,
                 fetches,
                 counters,
                 &mut slots,
-                &mut writes,
+                &mut local,
+                &mut held,
+                &mut stored,
                 &mut finished,
             );
             if matches!(
@@ -748,12 +1099,22 @@ fn write_files(
                     ..
                 })
             ) {
-                // Files still open keep their temp files, so the next sync resumes them.
-                let _ = done.send(finished);
-                return;
+                break;
             }
         }
-        if !finished.is_empty() && done.send(finished).is_err() {
+        if let Some(mut held) = held {
+            if let Err(e) = held.commit(stored, false) {
+                finished.push(FileDone {
+                    id: 0,
+                    outcome: Outcome::Abort(e),
+                });
+            }
+        }
+        let abort = finished
+            .iter()
+            .any(|d| matches!(d.outcome, Outcome::Abort(_)));
+        if (!finished.is_empty() && done.send(finished).is_err()) || abort {
+            // Files still open keep their temp files, so the next sync resumes them.
             return;
         }
     }
@@ -761,12 +1122,15 @@ fn write_files(
 }
 
 /// Applies one command of a batch; a file that is complete (or failed) goes to `finished`.
-fn write_one(
+#[allow(clippy::too_many_arguments)]
+fn write_one<'f>(
     cmd: WriteCmd,
     fetches: &[Fetch],
     counters: &TransferCounters,
     slots: &mut HashMap<u32, Slot>,
-    writes: &mut WriteRoot,
+    local: &mut Local<'f>,
+    held: &mut Option<Held<'f>>,
+    stored: &mut Vec<FileRecord>,
     finished: &mut Vec<FileDone>,
 ) {
     match cmd {
@@ -786,13 +1150,13 @@ fn write_one(
             };
             let slot = slots
                 .remove(&c.id)
-                .unwrap_or_else(|| open_slot(f, writes, c.offset));
+                .unwrap_or_else(|| open_slot(f, &mut local.writes, c.offset));
             let slot = match slot {
                 Slot::Writing(mut w) if w.written() == c.offset => match w.write(&c.data) {
                     Ok(()) => {
                         counters.add_bytes(
-                            &f.entry.path,
-                            f.entry.size,
+                            &f.record.path,
+                            f.record.size,
                             w.written(),
                             c.data.len() as u64,
                         );
@@ -821,20 +1185,17 @@ fn write_one(
                 return;
             }
             let outcome = match slot {
-                Slot::Writing(w) if w.written() != f.entry.size => {
+                Slot::Writing(w) if w.written() != f.record.size => {
                     w.discard();
                     Outcome::Failed(format!(
-                        "size changed on the server (expected {} bytes)",
-                        f.entry.size
+                        "size changed on the other side (expected {} bytes)",
+                        f.record.size
                     ))
                 }
                 Slot::Writing(w) => {
-                    match w.finish(&f.hash, f.entry.mtime_ns, f.mode, f.rel.file_name()) {
-                        Ok(written) => Outcome::Done(record(&f.entry, f.hash, &written)),
-                        // Fetched again once from zero; a second mismatch is reported as a failure.
-                        Err(FinishError::HashMismatch) => Outcome::Retry,
-                        Err(FinishError::Other(e)) => failure(e, f),
-                    }
+                    let h = held.get_or_insert_with(|| local.folder.hold());
+                    let _ = h;
+                    finish(*w, f, local, stored)
                 }
                 Slot::Skipping(o) => o,
             };
@@ -860,6 +1221,55 @@ fn open_slot(f: &Fetch, writes: &mut WriteRoot, offset: u64) -> Slot {
         Ok(Some(w)) => Slot::Writing(Box::new(w)),
         Ok(None) => Slot::Skipping(Outcome::Retry),
         Err(e) => Slot::Skipping(failure(e, f)),
+    }
+}
+
+/// Finishes a complete temp file: the target must still be what the plan saw (else it is
+/// left alone and the file syncs next time); the old content is kept in versions (a hard
+/// link, so the path holds the old or the new content at every moment); then the verified
+/// temp file is renamed onto it.
+fn finish(w: PartWriter, f: &Fetch, local: &mut Local<'_>, stored: &mut Vec<FileRecord>) -> Outcome {
+    let (dir, st) = match local.at(&f.rel, true) {
+        Ok(x) => x,
+        Err(e) => {
+            w.discard();
+            return failure(e, f);
+        }
+    };
+    if !f.expect.holds(st.as_ref()) {
+        w.discard();
+        return Outcome::Failed(CHANGED_HERE.into());
+    }
+    if let Some(st) = &st {
+        let kept = if st.is_dir {
+            // A folder in the way (a type change): only an empty one goes.
+            dir.rmdir(f.rel.file_name()).map_err(|e| Error::io(f.rel.to_string(), e))
+        } else {
+            match &mut local.versions {
+                Some(v) => v
+                    .preserve(&dir, f.rel.file_name(), &f.rel, SystemTime::now())
+                    .map(|_| ())
+                    .map_err(|e| Error::io(format!("keeping the old version of {}", f.rel), e)),
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = kept {
+            w.discard();
+            return failure(e, f);
+        }
+    }
+    match w.finish(&f.hash, f.record.mtime_ns, f.mode, f.rel.file_name()) {
+        Ok(written) => {
+            let mut rec = f.record.clone();
+            rec.mtime_ns = written.mtime_ns;
+            rec.inode = written.inode;
+            rec.set_mode(written.mode);
+            stored.push(rec);
+            Outcome::Done
+        }
+        // Fetched again once from zero; a second mismatch is reported as a failure.
+        Err(FinishError::HashMismatch) => Outcome::Retry,
+        Err(FinishError::Other(e)) => failure(e, f),
     }
 }
 

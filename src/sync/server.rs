@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::{self, Admission, HandshakeSlot, Refusal};
 use super::folder::Folder;
-use super::session::serve_session;
+use super::link::{Link, Served};
+use super::session::server_round;
 use crate::error::{Error, Result};
 use crate::net::server_handshake_guarded;
 use crate::protocol::{ErrorCode, ErrorMsg, FrameEncoder, Message, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -34,8 +35,6 @@ pub type ServerConfig = super::PeerConfig;
 pub(crate) struct ServerCounters {
     pub total_connections: AtomicU64,
     pub active_connections: AtomicU64,
-    pub files_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
     pub sync_sessions: AtomicU64,
     pub files_received: AtomicU64,
     pub bytes_received: AtomicU64,
@@ -78,6 +77,8 @@ pub struct ServerStats {
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub counters: ServerCounters,
+    /// Files and bytes served to clients (what they pulled).
+    pub served: Arc<Served>,
     /// Failure penalties, the global guessing budget and per-source handshake slots.
     admission: Arc<Admission>,
     /// One permit per connection, held from accept to close.
@@ -109,6 +110,7 @@ impl Server {
             shared: Arc::new(Shared {
                 config,
                 counters: ServerCounters::default(),
+                served: Arc::default(),
                 admission: Arc::new(Admission::default()),
                 connection_limit: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
                 clients: Mutex::new(BTreeMap::new()),
@@ -147,6 +149,9 @@ impl Server {
         let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
             .await
             .map_err(|e| Error::Store(e.to_string()))??;
+        if cfg.read_only {
+            tracing::info!("{}: read-only: clients may pull, not push", cfg.folder.display());
+        }
         let listener = TcpListener::bind(addrs.as_slice()).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 Error::AddressInUse {
@@ -166,7 +171,7 @@ impl Server {
         self.shared
             .bound_port
             .store(addr.port() as u64, Ordering::Relaxed);
-        *lock(&self.shared.folder) = Some(Arc::new(folder));
+        *lock(&self.shared.folder) = Some(folder);
         *self.listener.lock().await = Some(listener);
         {
             let mut token = lock(&self.shutdown);
@@ -279,8 +284,8 @@ impl Server {
             stats: ServerStats {
                 total_connections: c.total_connections.load(Ordering::Relaxed),
                 active_connections: active,
-                files_sent: c.files_sent.load(Ordering::Relaxed),
-                bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+                files_sent: s.served.files.load(Ordering::Relaxed),
+                bytes_sent: s.served.bytes.load(Ordering::Relaxed),
                 sync_sessions: c.sync_sessions.load(Ordering::Relaxed),
                 files_received: c.files_received.load(Ordering::Relaxed),
                 bytes_received: c.bytes_received.load(Ordering::Relaxed),
@@ -383,10 +388,101 @@ async fn handle_connection(
     c.active_connections.fetch_add(1, Ordering::Relaxed);
     lock(&shared.clients).insert(id, peer);
     tracing::info!("{peer}: authenticated");
-    match serve_session(conn, &shared, &folder, &token).await {
+    match serve_session(conn, &shared, &folder, &token, peer).await {
         Ok(()) => tracing::info!("{peer}: disconnected"),
         Err(e) => tracing::warn!("{peer}: session ended: {e}"),
     }
     lock(&shared.clients).remove(&id);
     c.active_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How long an authenticated client may stay connected without starting a round (scripts
+/// connect, then sync later).
+const IDLE_SESSION_S: u64 = 24 * 3600;
+
+/// Serves one authenticated client: a sync round per SYNC_REQUEST, until it disconnects or the
+/// server stops.
+async fn serve_session(
+    conn: crate::net::Connection,
+    shared: &Arc<Shared>,
+    folder: &Arc<Folder>,
+    token: &CancellationToken,
+    peer: SocketAddr,
+) -> Result<()> {
+    let config = &shared.config;
+    let mut link = Link::new(
+        conn,
+        folder.root().to_path_buf(),
+        config.chunk_size,
+        Arc::clone(&shared.served),
+    );
+    let round_cfg = config.round();
+    let pending = AtomicU64::new(0);
+    let result = loop {
+        let idle = Duration::from_secs(IDLE_SESSION_S);
+        let msg = tokio::select! {
+            m = link.next(idle, "a SYNC_REQUEST") => m,
+            _ = token.cancelled() => {
+                link.fail(ErrorCode::ShuttingDown, "server is shutting down").await;
+                break Ok(());
+            }
+        };
+        let request = match msg {
+            Ok(Message::SyncRequest(r)) => r,
+            Ok(other) => {
+                let e = Error::protocol(format!(
+                    "unexpected {:?} from the client",
+                    other.message_type()
+                ));
+                link.fail(ErrorCode::BadMessage, e.to_string()).await;
+                break Err(e);
+            }
+            Err(Error::ConnectionLost(_)) => break Ok(()),
+            Err(e @ Error::Protocol(_)) => {
+                link.fail(ErrorCode::BadFrame, e.to_string()).await;
+                break Err(e);
+            }
+            Err(e) => break Err(e),
+        };
+        let hooks = super::pull::PullHooks {
+            events: None,
+            cancel: token.child_token(),
+            pending: &pending,
+        };
+        let round = server_round(
+            &mut link,
+            folder,
+            &request,
+            config.read_only,
+            &round_cfg,
+            &hooks,
+        );
+        let outcome = tokio::select! {
+            r = round => r,
+            _ = token.cancelled() => {
+                link.fail(ErrorCode::ShuttingDown, "server is shutting down").await;
+                break Ok(());
+            }
+        };
+        match outcome {
+            Ok(out) => {
+                let c = &shared.counters;
+                c.sync_sessions.fetch_add(1, Ordering::Relaxed);
+                c.files_received
+                    .fetch_add(out.files_received, Ordering::Relaxed);
+                c.bytes_received
+                    .fetch_add(out.bytes_received, Ordering::Relaxed);
+                tracing::info!(
+                    "{peer}: {} round done: {} files received, {} deleted, {} conflicts",
+                    request.mode.as_str(),
+                    out.files_received,
+                    out.deleted,
+                    out.conflicts.len()
+                );
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    link.close().await;
+    result
 }

@@ -1,355 +1,321 @@
-//! One authenticated client session on the server: answer SYNC_REQUEST with the index, stream
-//! requested files, acknowledge SYNC_COMPLETE.
+//! One sync round over a [`Link`], the same code on both ends: exchange SYNC_REQUESTs (modes
+//! and device IDs), scan, exchange indexes, reconcile each path of the peer's index with ours
+//! (`index::reconcile`), apply the result (conflict copies, folders, symlinks, metadata,
+//! fetches through the write stage, deletions into versions), then exchange SYNC_COMPLETE.
 //!
-//! Three stages run concurrently so neither the disk nor the socket waits for the other:
-//! this task parses requests, a blocking thread reads files into chunks, and a writer task
-//! encrypts and sends them. Channels between them are bounded, so memory is too.
+//! Each side only ever changes its own folder: what the other side must apply, it pulls.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use bytes::BytesMut;
-use futures_util::SinkExt;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
 
 use super::folder::Folder;
-use super::server::Shared;
+use super::link::Link;
+use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
-use crate::fs::{Beneath, RelPath};
-use crate::index::FileRecord;
-use crate::net::{recv, Connection, FrameWriter};
+use crate::fs::{umask, ScanResult, Skipped};
+use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
-    sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Message,
-    INDEX_BATCH_ENTRIES, SCAN_HEARTBEAT_INTERVAL_MS,
+    ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
+    SCAN_HEARTBEAT_INTERVAL_MS,
 };
 
-/// Outgoing messages queued for the writer task (each at most one chunk).
-const OUTBOUND_QUEUE: usize = 8;
-/// File requests queued for the reader thread.
-const JOB_QUEUE: usize = 1024;
-
-/// A file to stream.
-struct ReadJob {
-    id: u32,
-    rel: RelPath,
-    offset: u64,
-    /// The size the index announced: exactly this much is sent, or an error if the file changed.
-    size: u64,
+/// How one side takes part in rounds (from its own config).
+#[derive(Debug, Clone)]
+pub(crate) struct RoundConfig {
+    pub chunk_size: usize,
+    pub limits: PullLimits,
+    /// Let a scan or a peer's index delete every file of the folder.
+    pub allow_mass_delete: bool,
+    pub tombstone_keep: Duration,
+    /// How long replaced and deleted files are kept in `.ssp/versions/` (`None`: not kept).
+    pub versions_keep: Option<Duration>,
 }
 
-pub(crate) async fn serve_session(
-    conn: Connection,
-    shared: &Arc<Shared>,
+/// What one round did on this side.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RoundOutcome {
+    pub files_received: u64,
+    pub bytes_received: u64,
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    /// Files written from content already here (renames, copies) instead of fetched.
+    pub copied_locally: u64,
+    pub conflicts: Vec<Conflict>,
+    /// Entries not synced, with why (ours from the scan, the peer's from planning).
+    pub skipped: Vec<Skipped>,
+    /// (path, reason) of changes that failed.
+    pub failures: Vec<(String, String)>,
+    /// The peer's device ID.
+    pub peer_device: Option<crate::index::DeviceId>,
+}
+
+/// Runs one round as the client: asks for `mode`.
+pub(crate) async fn client_round(
+    link: &mut Link,
     folder: &Arc<Folder>,
-    token: &CancellationToken,
-) -> Result<()> {
-    let Connection {
-        mut reader,
-        writer,
-        peer,
-    } = conn;
-    let (out_tx, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
-    let writer_task = tokio::spawn(write_loop(writer, out_rx));
-    let (job_tx, job_rx) = mpsc::channel::<ReadJob>(JOB_QUEUE);
-    let reader_thread = {
-        let out = out_tx.clone();
-        let shared = Arc::clone(shared);
-        let root = folder.root().to_path_buf();
-        tokio::task::spawn_blocking(move || read_files(job_rx, out, &shared, &root))
+    mode: SyncMode,
+    cfg: &RoundConfig,
+    hooks: &PullHooks<'_>,
+) -> Result<RoundOutcome> {
+    let patience = cfg.limits.progress_timeout;
+    link.send(Message::SyncRequest(SyncRequest {
+        mode,
+        device: folder.device(),
+        read_only: false,
+    }))
+    .await?;
+    let reply = match link.next(patience, "the server's SYNC_REQUEST").await? {
+        Message::SyncRequest(r) => r,
+        m => {
+            let e = Error::protocol(format!("expected SYNC_REQUEST, got {:?}", m.message_type()));
+            link.fail(ErrorCode::BadMessage, e.to_string()).await;
+            return Err(e);
+        }
     };
-    let mut index: HashMap<String, FileRecord> = HashMap::new();
-    let result = loop {
-        let msg = tokio::select! {
-            m = recv(&mut reader) => m,
-            _ = token.cancelled() => {
-                let _ = out_tx.send(Message::Error(ErrorMsg::fatal(ErrorCode::ShuttingDown, "server is shutting down"))).await;
-                break Ok(());
-            }
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(Error::ConnectionLost(_)) => break Ok(()),
-            Err(e @ Error::Protocol(_)) => {
-                let _ = out_tx
-                    .send(Message::Error(ErrorMsg::fatal(
-                        ErrorCode::BadFrame,
-                        e.to_string(),
-                    )))
-                    .await;
-                break Err(e);
-            }
-            Err(e) => break Err(e),
-        };
-        match msg {
-            Message::SyncRequest(_) => {
-                let f = Arc::clone(folder);
-                let scan = tokio::task::spawn_blocking(move || f.scan());
-                let period = std::time::Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
-                let scan = scan_with_heartbeats(scan, &out_tx, period)
-                    .await
-                    .map_err(|e| Error::Store(e.to_string()))
-                    .and_then(|r| r);
-                let scan = match scan {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = out_tx
-                            .send(Message::Error(ErrorMsg::fatal(
-                                ErrorCode::Io,
-                                e.to_string(),
-                            )))
-                            .await;
-                        break Err(e);
-                    }
-                };
-                tracing::debug!(
-                    "{peer}: index of {} files ({} hashed)",
-                    scan.files.len(),
-                    scan.hashed
-                );
-                let entries: Vec<_> = scan.files.iter().map(FileRecord::to_entry).collect();
-                index = scan
-                    .files
-                    .into_iter()
-                    .map(|r| (r.path.clone(), r))
-                    .collect();
-                let mut batches = entries.chunks(INDEX_BATCH_ENTRIES).peekable();
-                if batches.peek().is_none() {
-                    let _ = out_tx
-                        .send(Message::FileIndex(FileIndex {
-                            entries: vec![],
-                            last: true,
-                        }))
-                        .await;
-                }
-                while let Some(batch) = batches.next() {
-                    let last = batches.peek().is_none();
-                    if out_tx
-                        .send(Message::FileIndex(FileIndex {
-                            entries: batch.to_vec(),
-                            last,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-            Message::FileRequest(FileRequest { id, path, offset }) => {
-                let rel = match RelPath::parse(&path) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let e = sanitize_error(e);
-                        tracing::warn!("{peer}: hostile request: {e}");
-                        let _ = out_tx
-                            .send(Message::Error(ErrorMsg::fatal(
-                                ErrorCode::BadPath,
-                                e.to_string(),
-                            )))
-                            .await;
-                        break Err(e);
-                    }
-                };
-                let Some(size) = index.get(rel.as_str()).map(|r| r.size) else {
-                    let msg = ErrorMsg {
-                        code: ErrorCode::NotFound,
-                        message: format!("{rel} is not in the index"),
-                        id: Some(id),
-                    };
-                    if out_tx.send(Message::Error(msg)).await.is_err() {
-                        break Ok(());
-                    }
-                    continue;
-                };
-                let job = ReadJob {
-                    id,
-                    rel,
-                    offset,
-                    size,
-                };
-                if job_tx.send(job).await.is_err() {
-                    break Ok(());
-                }
-            }
-            Message::SyncComplete(done) => {
-                shared
-                    .counters
-                    .sync_sessions
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    "{peer}: sync complete ({} files, {} bytes)",
-                    done.files,
-                    done.bytes
-                );
-                let _ = out_tx.send(Message::Ack).await;
-            }
-            Message::Heartbeat => {}
-            other => {
-                let e = Error::protocol(format!(
-                    "unexpected {:?} from the client",
-                    other.message_type()
-                ));
-                let _ = out_tx
-                    .send(Message::Error(ErrorMsg::fatal(
-                        ErrorCode::BadMessage,
-                        e.to_string(),
-                    )))
-                    .await;
-                break Err(e);
+    let i_pull = mode.client_pulls();
+    let peer_pulls = mode.server_pulls() && !reply.read_only;
+    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    out.peer_device = Some(reply.device);
+    if reply.read_only && mode.server_pulls() {
+        note_read_only(&mut out);
+    }
+    Ok(out)
+}
+
+/// Runs one round as the server, answering the client's `request`.
+pub(crate) async fn server_round(
+    link: &mut Link,
+    folder: &Arc<Folder>,
+    request: &SyncRequest,
+    read_only: bool,
+    cfg: &RoundConfig,
+    hooks: &PullHooks<'_>,
+) -> Result<RoundOutcome> {
+    if read_only && request.mode == SyncMode::Push {
+        let why = "this server is read-only: it takes no changes (sync in pull or two-way mode)";
+        link.fail(ErrorCode::ReadOnly, why).await;
+        return Err(Error::Remote {
+            code: "read_only".into(),
+            message: why.into(),
+        });
+    }
+    link.send(Message::SyncRequest(SyncRequest {
+        mode: request.mode,
+        device: folder.device(),
+        read_only,
+    }))
+    .await?;
+    let i_pull = request.mode.server_pulls() && !read_only;
+    let peer_pulls = request.mode.client_pulls();
+    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    out.peer_device = Some(request.device);
+    Ok(out)
+}
+
+/// A two-way client against a read-only server: what we changed does not reach it. Said, not
+/// silent.
+fn note_read_only(out: &mut RoundOutcome) {
+    out.skipped.push(Skipped {
+        path: String::new(),
+        reason: "the server is read-only: changes made here are not sent to it".into(),
+    });
+}
+
+/// The round both ends run once the modes are agreed.
+async fn round(
+    link: &mut Link,
+    folder: &Arc<Folder>,
+    i_pull: bool,
+    peer_pulls: bool,
+    cfg: &RoundConfig,
+    hooks: &PullHooks<'_>,
+) -> Result<RoundOutcome> {
+    let patience = cfg.limits.progress_timeout;
+    let scan = scan_with_heartbeats(link, folder, cfg).await?;
+    let mut out = RoundOutcome {
+        skipped: scan.skipped.clone(),
+        ..Default::default()
+    };
+    // What the peer may request from us: our live files as indexed.
+    {
+        let mut offered = super::server::lock(&link.offered);
+        offered.clear();
+        if peer_pulls {
+            offered.extend(
+                scan.files
+                    .iter()
+                    .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+                    .map(|r| (r.path.clone(), r.size)),
+            );
+        }
+    }
+    // Send ours and receive theirs at once: both may be large, and neither side may wait for
+    // the other to finish sending before it reads.
+    let entries: Vec<_> = if peer_pulls {
+        scan.files.iter().map(FileRecord::to_entry).collect()
+    } else {
+        Vec::new()
+    };
+    let sender = link.sender();
+    let send_index = async move {
+        let mut batches = entries.chunks(INDEX_BATCH_ENTRIES).peekable();
+        if batches.peek().is_none() {
+            let _ = sender
+                .send(Message::FileIndex(FileIndex {
+                    entries: vec![],
+                    last: true,
+                }))
+                .await;
+        }
+        while let Some(batch) = batches.next() {
+            let last = batches.peek().is_none();
+            let msg = Message::FileIndex(FileIndex {
+                entries: batch.to_vec(),
+                last,
+            });
+            if sender.send(msg).await.is_err() {
+                break;
             }
         }
     };
-    drop(job_tx);
-    drop(out_tx);
-    let _ = reader_thread.await;
-    let _ = writer_task.await;
-    result
+    let (_, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
+    let remote = remote?;
+    let mut peer_done = false;
+    if i_pull {
+        let local: HashMap<String, FileRecord> = scan
+            .files
+            .iter()
+            .map(|r| (r.path.clone(), r.clone()))
+            .collect();
+        let rule = if peer_pulls {
+            ConflictRule::Deterministic
+        } else {
+            ConflictRule::PeerWins
+        };
+        let plan = plan_round(&local, remote, rule, &mut out);
+        guard_mass_deletion(folder, &local, &plan, cfg)?;
+        let ScanResult { parts, .. } = scan;
+        let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
+        let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
+        out.files_total = fetched.files_total;
+        out.bytes_total = fetched.bytes_total;
+        out.files_received = fetched.received;
+        out.bytes_received = fetched.bytes;
+        out.failures.extend(fetched.failures);
+        super::pull::delete_local(folder, &plan, cfg, &mut out).await?;
+    }
+    link.send(Message::SyncComplete(SyncComplete {
+        files: out.files_received,
+        bytes: out.bytes_received,
+        failed: out.failures.len() as u64,
+    }))
+    .await?;
+    while !peer_done {
+        match link.next(patience, "the peer to finish").await? {
+            Message::SyncComplete(_) => peer_done = true,
+            m => {
+                let e = Error::protocol(format!(
+                    "unexpected {:?} at the end of a round",
+                    m.message_type()
+                ));
+                link.fail(ErrorCode::BadMessage, e.to_string()).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// Awaits a scan, sending a HEARTBEAT every `period` ([`SCAN_HEARTBEAT_INTERVAL_MS`]) meanwhile: the first
-/// scan of a big folder hashes for minutes, and the client's progress timeout must not take
-/// that for a silent server.
-async fn scan_with_heartbeats<T>(
-    mut scan: tokio::task::JoinHandle<T>,
-    out: &mpsc::Sender<Message>,
-    period: std::time::Duration,
+/// Decides every path of the peer's index against ours.
+fn plan_round(
+    local: &HashMap<String, FileRecord>,
+    remote: Vec<FileRecord>,
+    rule: ConflictRule,
+    out: &mut RoundOutcome,
+) -> LocalPlan {
+    let mask = umask();
+    let mut plan = LocalPlan::default();
+    for r in local.values() {
+        if !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0 {
+            plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
+        }
+    }
+    for r in remote {
+        let d = reconcile(local.get(&r.path), &r, rule, mask);
+        if let Some(c) = d.conflict {
+            out.conflicts.push(c);
+        }
+        match (d.action, d.record) {
+            (Action::Keep, _) => out.unchanged += 1,
+            (action, Some(record)) => plan.push(local.get(&r.path).cloned(), action, record),
+            (_, None) => out.unchanged += 1,
+        }
+    }
+    plan
+}
+
+/// Refuses a peer index that would delete every file we have (a peer whose folder vanished
+/// and whose own guard was overridden, or a hostile one), unless allowed.
+fn guard_mass_deletion(
+    folder: &Folder,
+    local: &HashMap<String, FileRecord>,
+    plan: &LocalPlan,
+    cfg: &RoundConfig,
+) -> Result<()> {
+    let live = local
+        .values()
+        .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+        .count();
+    let deleting = plan.deleted_files();
+    if cfg.allow_mass_delete || live == 0 || deleting < live || plan.writes_files() {
+        return Ok(());
+    }
+    Err(Error::MassDeletion {
+        path: folder.root().to_path_buf(),
+        reason: format!("the peer's index deletes all {live} files here"),
+    })
+}
+
+/// Scans on a blocking thread, sending a HEARTBEAT every [`SCAN_HEARTBEAT_INTERVAL_MS`]
+/// meanwhile: the first scan of a big folder hashes for minutes, and the peer's progress
+/// timeout must not take that for silence.
+async fn scan_with_heartbeats(
+    link: &Link,
+    folder: &Arc<Folder>,
+    cfg: &RoundConfig,
+) -> Result<ScanResult> {
+    let f = Arc::clone(folder);
+    let (allow, keep) = (cfg.allow_mass_delete, cfg.tombstone_keep);
+    let scan = tokio::task::spawn_blocking(move || f.scan(allow, keep));
+    let period = Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
+    let out = link.sender();
+    let scanned = with_heartbeats(scan, &out, period)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?;
+    if let Err(e) = &scanned {
+        link.fail(ErrorCode::Io, format!("the peer cannot sync: {e}"))
+            .await;
+    }
+    scanned
+}
+
+/// Awaits `work`, sending a HEARTBEAT every `period` meanwhile.
+pub(crate) async fn with_heartbeats<T>(
+    mut work: tokio::task::JoinHandle<T>,
+    out: &tokio::sync::mpsc::Sender<Message>,
+    period: Duration,
 ) -> Result<T, tokio::task::JoinError> {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
-            done = &mut scan => return done,
+            done = &mut work => return done,
             _ = beat.tick() => {
-                // A client that is gone shows up at the index send; keep scanning until then.
+                // A peer that is gone shows up at the next send; keep working until then.
                 let _ = out.send(Message::Heartbeat).await;
             }
-        }
-    }
-}
-
-/// Sends queued messages, flushing whenever the queue runs dry.
-async fn write_loop(mut writer: FrameWriter, mut rx: mpsc::Receiver<Message>) -> Result<()> {
-    while let Some(msg) = rx.recv().await {
-        writer.feed(msg).await?;
-        while let Ok(msg) = rx.try_recv() {
-            writer.feed(msg).await?;
-        }
-        writer.flush().await?;
-    }
-    writer.close().await
-}
-
-/// The blocking file-reader stage.
-fn read_files(
-    mut jobs: mpsc::Receiver<ReadJob>,
-    out: mpsc::Sender<Message>,
-    shared: &Shared,
-    root: &Path,
-) {
-    let chunk_size = shared.config.chunk_size;
-    let beneath = Beneath::new(root);
-    while let Some(job) = jobs.blocking_recv() {
-        let streamed = match &beneath {
-            Ok(b) => stream_file(&job, &out, chunk_size, b),
-            Err(e) => Err(ErrorMsg {
-                code: ErrorCode::Io,
-                message: format!("cannot open the served folder: {e}"),
-                id: Some(job.id),
-            }),
-        };
-        match streamed {
-            Ok(Some(bytes)) => {
-                shared.counters.files_sent.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .counters
-                    .bytes_sent
-                    .fetch_add(bytes, Ordering::Relaxed);
-            }
-            Ok(None) => return, // the writer is gone
-            Err(msg) => {
-                if out.blocking_send(Message::Error(msg)).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Streams one file as chunks. `Ok(None)` when the outbound queue closed.
-fn stream_file(
-    job: &ReadJob,
-    out: &mpsc::Sender<Message>,
-    chunk_size: usize,
-    beneath: &Beneath,
-) -> Result<Option<u64>, ErrorMsg> {
-    let fail = |code: ErrorCode, message: String| ErrorMsg {
-        code,
-        message,
-        id: Some(job.id),
-    };
-    let io_fail = |e: std::io::Error| fail(ErrorCode::Io, format!("cannot read the file: {e}"));
-    // The scanner never follows symlinks; the open refuses them too, in case the tree changed.
-    let mut file = beneath
-        .open_read(&job.rel)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => fail(
-                ErrorCode::NotFound,
-                "no longer a regular file inside the folder".into(),
-            ),
-            _ => io_fail(e),
-        })?;
-    let md = file.metadata().map_err(io_fail)?;
-    if !md.is_file() {
-        return Err(fail(ErrorCode::NotFound, "not a regular file".into()));
-    }
-    // The client takes exactly the announced size: a file that changed since is reported, and
-    // the client's next sync sees it in the new index.
-    let size = job.size;
-    if md.len() != size {
-        return Err(fail(
-            ErrorCode::FileChanged,
-            format!(
-                "changed since the index was sent ({size} bytes, now {})",
-                md.len()
-            ),
-        ));
-    }
-    if job.offset > size {
-        return Err(fail(
-            ErrorCode::FileChanged,
-            format!("offset {} is past the end ({size} bytes)", job.offset),
-        ));
-    }
-    if job.offset > 0 {
-        file.seek(SeekFrom::Start(job.offset)).map_err(io_fail)?;
-    }
-    let (mut pos, mut sent) = (job.offset, 0u64);
-    loop {
-        let n = (size - pos).min(chunk_size as u64) as usize;
-        let mut buf = BytesMut::zeroed(n);
-        file.read_exact(&mut buf).map_err(|e| {
-            fail(
-                ErrorCode::FileChanged,
-                format!("file changed while being read: {e}"),
-            )
-        })?;
-        let last = pos + n as u64 == size;
-        let chunk = FileChunk {
-            id: job.id,
-            offset: pos,
-            last,
-            data: buf.freeze(),
-        };
-        if out.blocking_send(Message::FileChunk(chunk)).is_err() {
-            return Ok(None);
-        }
-        pos += n as u64;
-        sent += n as u64;
-        if last {
-            return Ok(Some(sent));
         }
     }
 }
@@ -357,19 +323,18 @@ fn stream_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_long_scan_sends_heartbeats_and_a_short_one_none() {
         // (case, scan time, heartbeats at least, at most)
         let table = [("long scan", 400, 1, 9), ("instant scan", 0, 0, 0)];
         for (case, scan_ms, least, most) in table {
-            let (tx, mut rx) = mpsc::channel(16);
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
             let scan = tokio::task::spawn_blocking(move || {
                 std::thread::sleep(Duration::from_millis(scan_ms));
                 7
             });
-            let got = scan_with_heartbeats(scan, &tx, Duration::from_millis(100)).await;
+            let got = with_heartbeats(scan, &tx, Duration::from_millis(100)).await;
             assert_eq!(got.unwrap(), 7, "{case}: the scan's result");
             drop(tx);
             let mut beats = 0;

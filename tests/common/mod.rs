@@ -71,8 +71,17 @@ pub fn entry(path: &str, content: &[u8]) -> ssp::protocol::IndexEntry {
         executable: false,
         mode: None,
         hash: blake3::hash(content).to_hex().to_string(),
+        kind: ssp::index::EntryKind::File,
+        target: None,
+        deleted: false,
+        version: ssp::index::VersionVector([(PEER_DEVICE, 1)].into_iter().collect()),
+        sequence: 1,
+        modified_by: Some(PEER_DEVICE),
     }
 }
+
+/// The device ID fake peers announce.
+pub const PEER_DEVICE: ssp::index::DeviceId = ssp::index::DeviceId(0x0123_4567_89AB_CDEF);
 
 /// Writes `content` at `rel` under `root`, creating folders.
 pub fn write(root: &Path, rel: &str, content: &[u8]) {
