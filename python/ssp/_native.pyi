@@ -5,7 +5,7 @@ awaited from any asyncio event loop in any thread; the GIL is released while the
 Python callers normally use :class:`ssp.SSPServer` / :class:`ssp.SSPClient`, which wrap these.
 """
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, final
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypedDict, final
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -118,6 +118,26 @@ class NativeServer:
         stats={total_connections, active_connections, files_sent, bytes_sent, sync_sessions,
         files_received, bytes_received, uptime_s, auth_failures, refused_connections}``."""
 
+class _SyncStats(TypedDict):
+    """A client's transfer figures (``SyncStats`` in ``src/sync/client.rs``): the original SSP's
+    keys first, then whole-sync totals. Counters are cumulative over the client's syncs."""
+
+    files_received: int
+    bytes_received: int
+    files_sent: int
+    bytes_sent: int
+    sync_start_time: float
+    """Unix time the last sync started; ``0.0`` before the first (never ``None``: the original's
+    page compares it with ``0``)."""
+    sync_duration: float
+    """Seconds the last sync took; ``0.0`` before the first finishes."""
+    files_total: int
+    bytes_total: int
+    files_unchanged: int
+    files_failed: int
+    syncs_completed: int
+    last_error: Optional[str]
+
 @final
 class NativeClient:
     def __new__(
@@ -138,7 +158,7 @@ class NativeClient:
         (payload ``{"status": str, "details": str}``)."""
     def sync(
         self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
-    ) -> Awaitable[Dict[str, Any]]:
+    ) -> Awaitable[_SyncStats]:
         """Pull every new or changed file of the server's folder; return the sync stats.
 
         ``on_event`` receives ``("status", {...})`` and, at most ~10 times a second,
@@ -148,7 +168,7 @@ class NativeClient:
         onto the caller's event loop."""
     def pull_blocking(
         self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
-    ) -> Dict[str, Any]:
+    ) -> _SyncStats:
         """Connect if needed, sync and disconnect, blocking the calling thread (GIL released);
         return the sync stats or raise like :meth:`sync`. A pending signal (Ctrl-C) cancels
         the sync and is raised (``KeyboardInterrupt``). ``on_event`` is called directly from
@@ -158,5 +178,4 @@ class NativeClient:
     def disconnect(self) -> Awaitable[None]: ...
     def status(self) -> Dict[str, Any]:
         """Snapshot: ``connected, authenticated, sync_in_progress, server_host, server_port,
-        sync_folder, pending_requests, stats={files_received, bytes_received, files_sent,
-        bytes_sent, sync_start_time, sync_duration, files_total, bytes_total}``."""
+        sync_folder, pending_requests, stats}``, ``stats`` being a :class:`_SyncStats`."""

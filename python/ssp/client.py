@@ -40,16 +40,6 @@ STATUSES = (
 )
 """Every status string the client reports (the original's vocabulary plus ``AUTH_FAILED``)."""
 
-_STATS_DEFAULTS: dict[str, Any] = {
-    "files_received": 0,
-    "bytes_received": 0,
-    "files_sent": 0,
-    "bytes_sent": 0,
-    "sync_start_time": None,
-    "sync_duration": 0.0,
-}
-
-
 class SSPClient:
     """Pull ``server_host:server_port``'s folder into ``sync_folder`` using ``shared_secret``."""
 
@@ -178,7 +168,7 @@ class SSPClient:
             await self._fail(exc, "SYNC_ERROR")
             return False
         await self._drain()
-        self._last_sync_stats = dict(stats or {})
+        self._last_sync_stats = dict(stats)
         if "SYNC_COMPLETED" not in self._seen:
             self._emit_status("SYNC_COMPLETED", "")
         return True
@@ -227,9 +217,11 @@ class SSPClient:
 
     def get_sync_stats(self) -> dict[str, Any]:
         """Transfer figures of the current or last sync (``files_received, bytes_received,
-        files_sent, bytes_sent, sync_start_time, sync_duration, ...``)."""
-        stats = dict(_STATS_DEFAULTS)
-        stats.update(self._last_sync_stats)
+        files_sent, bytes_sent, sync_start_time, sync_duration, ...``); both times are ``0``
+        before the first sync, as in the original."""
+        # The engine's snapshot carries every key with its default (0 for both times before
+        # any sync, as the original reported): the defaults live there alone.
+        stats = dict(self._last_sync_stats)
         try:
             stats.update(self._native.status().get("stats") or {})
         except Exception:

@@ -25,16 +25,19 @@ use crate::protocol::{peer_text, sanitize_error, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE}
 pub type ClientConfig = super::PeerConfig;
 
 /// Cumulative transfer figures of this client (original keys plus whole-sync totals).
+///
+/// The two times are plain numbers with `0.0` meaning "never", as in the original SSP, whose
+/// scripts and page compare them with numbers (`stats["sync_start_time"] > 0`) before any sync.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncStats {
     pub files_received: u64,
     pub bytes_received: u64,
     pub files_sent: u64,
     pub bytes_sent: u64,
-    /// Unix time the last sync started.
-    pub sync_start_time: Option<f64>,
-    /// Seconds the last sync took.
-    pub sync_duration: Option<f64>,
+    /// Unix time the last sync started; 0.0 before the first.
+    pub sync_start_time: f64,
+    /// Seconds the last sync took; 0.0 before the first finishes.
+    pub sync_duration: f64,
     pub files_total: u64,
     pub bytes_total: u64,
     pub files_unchanged: u64,
@@ -263,8 +266,8 @@ impl Client {
             .unwrap_or(0.0);
         {
             let mut s = lock(&self.stats);
-            s.sync_start_time = Some(start_unix);
-            s.sync_duration = None;
+            s.sync_start_time = start_unix;
+            s.sync_duration = 0.0;
         }
         emit_status(
             events,
@@ -306,7 +309,7 @@ impl Client {
         .map_err(sanitize_error);
         let elapsed = started.elapsed().as_secs_f64();
         let mut s = lock(&self.stats);
-        s.sync_duration = Some(elapsed);
+        s.sync_duration = elapsed;
         match result {
             Ok(out) => {
                 s.files_received = s.files_received.saturating_add(out.files_received);
@@ -433,6 +436,21 @@ impl Client {
             sync_folder: self.config.folder.display().to_string(),
             pending_requests: self.pending.load(Ordering::Relaxed),
             stats: lock(&self.stats).clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The original's consumers compare these with numbers before any sync: they must be 0,
+    /// never null.
+    #[test]
+    fn stats_before_any_sync_report_zero_times() {
+        let fresh = serde_json::to_value(SyncStats::default()).unwrap();
+        for key in ["sync_start_time", "sync_duration"] {
+            assert_eq!(fresh[key], serde_json::json!(0.0), "{key}");
         }
     }
 }

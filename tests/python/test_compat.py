@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 import ssp
 from ssp import _native
 
-from conftest import REPO, cli_env, payload, write_file
+from conftest import HOST, REPO, SECRET, cli_env, free_port, payload, write_file
 
 
 def test_top_level_package_exports():
@@ -207,3 +209,59 @@ def test_the_cli_can_tune_glibc_malloc_for_transfers():
     assert changed.returncode == 0, changed.stderr
     on_glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     assert changed.stdout.strip() == str(on_glibc)
+
+
+def original_page_stats_line(client: ssp.SSPClient) -> str:
+    """The original page's client-stats step: it compares both times with ``0`` ("0 means
+    never") and formats them; with ``None`` it showed "Error getting client stats: '>' not
+    supported between instances of 'NoneType' and 'int'" on every refresh."""
+    try:
+        stats = client.get_sync_stats()
+        last = (
+            time.strftime("%H:%M:%S", time.localtime(stats["sync_start_time"]))
+            if stats["sync_start_time"] > 0
+            else "never"
+        )
+        took = f"{stats['sync_duration']:.2f} s" if stats["sync_duration"] > 0 else "-"
+        return f"files {stats['files_received']}, last sync {last}, took {took}"
+    except Exception as exc:
+        return f"Error getting client stats: {exc}"
+
+
+# (case, how the client is used before reading its stats, whether a sync has started)
+STATS_CASES = [
+    pytest.param("fresh", False, id="never-synced"),
+    # Refused before a sync starts: still "never".
+    pytest.param("unreachable", False, id="failed-connect"),
+    pytest.param("synced", True, id="after-a-sync"),
+]
+
+
+@pytest.mark.parametrize(("case", "synced"), STATS_CASES)
+def test_sync_stats_times_are_numbers_zero_until_a_sync(tmp_path, serve, case, synced):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "a.txt", b"abc")
+    port = serve(src).port if case == "synced" else free_port()
+    client = ssp.SSPClient(SECRET, dst, server_host=HOST, server_port=port)
+    started = time.time()
+    if case != "fresh":
+
+        async def run() -> bool:
+            try:
+                return await client.sync()
+            finally:
+                await client.disconnect()
+
+        assert asyncio.run(run()) is synced
+
+    line = original_page_stats_line(client)
+    assert not line.startswith("Error"), line
+    assert ("last sync never" in line) is not synced, line
+    for stats in (client.get_sync_stats(), client.get_client_status()["stats"]):
+        for key in ("sync_start_time", "sync_duration"):
+            assert isinstance(stats[key], (int, float)), (key, stats[key])
+        if synced:
+            assert started - 5 <= stats["sync_start_time"] <= time.time()
+            assert stats["sync_duration"] >= 0
+        else:
+            assert stats["sync_start_time"] == 0 and stats["sync_duration"] == 0, stats
