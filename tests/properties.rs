@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use ssp::crypto::{Opener, Sealer};
 use ssp::fs::RelPath;
-use ssp::index::{plan_pull, FileRecord, Hash, VersionVector};
 use ssp::protocol::{FileChunk, FrameDecoder, FrameEncoder, IndexEntry, Message};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -115,57 +114,6 @@ proptest! {
             prop_assert!(!s.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
             prop_assert!(s.split('/').next() != Some(".ssp"), "inside the metadata folder");
             prop_assert!(!s.split('/').any(|c| c.starts_with(".ssp-part-")), "a temp file name");
-        }
-    }
-
-    /// The planner puts each remote file in exactly one of fetch / touch / unchanged, and
-    /// fetches exactly the files whose content the client lacks.
-    #[test]
-    fn the_pull_plan_accounts_for_every_file_once(
-        files in prop::collection::btree_map(
-            "[a-c]{1,3}",
-            (0u8..3, 0u64..3, 0i64..2, any::<bool>(), prop::option::of((0u8..3, 0u64..3, 0i64..2, any::<bool>(), any::<bool>()))),
-            0..12,
-        ),
-    ) {
-        let mut remote = Vec::new();
-        let mut local = HashMap::new();
-        for (path, (h, size, mtime, exec, here)) in &files {
-            remote.push(IndexEntry {
-                path: path.clone(),
-                size: *size,
-                mtime_ns: *mtime,
-                executable: *exec,
-                mode: Some(if *exec { 0o755 } else { 0o644 }),
-                hash: Hash([*h; 32]).to_hex(),
-            });
-            if let Some((lh, lsize, lmtime, lexec, deleted)) = here {
-                local.insert(path.clone(), FileRecord {
-                    path: path.clone(),
-                    size: *lsize,
-                    mtime_ns: *lmtime,
-                    executable: *lexec,
-                    mode: if *lexec { 0o755 } else { 0o644 },
-                    hash: Hash([*lh; 32]),
-                    inode: 0,
-                    deleted: *deleted,
-                    version: VersionVector::default(),
-                    blocks: Vec::new(),
-                    kind: Default::default(),
-                    target: None,
-                    sequence: 0,
-                    modified_by: None,
-                });
-            }
-        }
-        let plan = plan_pull(&remote, &local, 0o022);
-        prop_assert_eq!(plan.fetch.len() + plan.touch.len() + plan.unchanged, remote.len());
-        for e in &remote {
-            let have = local.get(&e.path).filter(|r| !r.deleted);
-            let same_content = have.is_some_and(|r| r.hash.to_hex() == e.hash && r.size == e.size);
-            prop_assert_eq!(plan.fetch.contains(e), !same_content, "{:?}", e);
-            let same_meta = have.is_some_and(|r| r.mtime_ns == e.mtime_ns && r.mode == e.permissions() & !0o022);
-            prop_assert_eq!(plan.touch.contains(e), same_content && !same_meta, "{:?}", e);
         }
     }
 }

@@ -1,11 +1,9 @@
 //! The file index: what we know of each file (records), the crash-safe store that caches it
 //! between runs, and the pure planning functions that compare two indexes.
 
-mod plan;
 mod store;
 mod version;
 
-pub use plan::{plan_pull, PullPlan};
 pub use store::IndexStore;
 pub use version::{Causality, DeviceId, VersionVector};
 

@@ -44,14 +44,12 @@ pub struct SyncStats {
     pub files_failed: u64,
     /// Files deleted here by the last sync (kept in `.ssp/versions/`).
     pub files_deleted: u64,
-    /// Conflicts the last sync found (both versions kept; see [`Client::conflicts`]).
+    /// Conflicts the last sync found (both versions kept; see [`Client::report`]).
     pub conflicts: u64,
     /// Entries the last sync did not sync, on either side (see [`SyncReport::skipped`]).
     pub files_skipped: u64,
     pub syncs_completed: u64,
     pub last_error: Option<String>,
-    /// Files and bytes the server pulled from us.
-    pub files_sent_total: u64,
 }
 
 /// One side of a conflict, as users see it.
