@@ -88,13 +88,18 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 pub struct EntryStat {
     /// A regular file (not a symlink, folder, FIFO, ...).
     pub is_file: bool,
-    /// A folder (not a symlink to one).
+    /// A folder (never true for a symlink to one).
     pub is_dir: bool,
+    /// A symlink (not followed).
+    pub is_symlink: bool,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
     pub len: u64,
     pub nlink: u64,
     pub mtime_s: i64,
-    /// The mtime in nanoseconds since the epoch, as the scan records it.
+    /// Modification time in nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Inode number.
     pub ino: u64,
 }
 
@@ -287,34 +292,12 @@ impl Dir {
         check(unsafe { libc::renameat(self.raw(), f.as_ptr(), self.raw(), t.as_ptr()) })
     }
 
-    /// `renameat(self, from, to_dir, to)`: moves a name into another folder of the same file
-    /// system, atomically.
-    pub fn rename_to(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
-        let (f, t) = (component(from)?, component(to)?);
-        // SAFETY: valid descriptors and NUL-terminated names.
-        check(unsafe { libc::renameat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr()) })
-    }
-
     /// `linkat(self, from, to_dir, to, 0)`: a second name for the same file (a symlink is
     /// linked itself, never followed).
     pub fn link_to(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
         let (f, t) = (component(from)?, component(to)?);
         // SAFETY: valid descriptors and NUL-terminated names.
         check(unsafe { libc::linkat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr(), 0) })
-    }
-
-    /// `symlinkat(target, self, name)`: a new symlink (never replaces anything).
-    pub fn symlink(&self, target: &str, name: &str) -> io::Result<()> {
-        let (t, n) = (cstring(target.as_bytes())?, component(name)?);
-        // SAFETY: valid descriptor and NUL-terminated strings.
-        check(unsafe { libc::symlinkat(t.as_ptr(), self.raw(), n.as_ptr()) })
-    }
-
-    /// `unlinkat(self, name, AT_REMOVEDIR)`: removes an empty folder.
-    pub fn rmdir(&self, name: &str) -> io::Result<()> {
-        let c = component(name)?;
-        // SAFETY: valid descriptor and NUL-terminated name.
-        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), libc::AT_REMOVEDIR) })
     }
 
     /// `unlinkat(self, name, 0)`: removes a name (a hard link's other names are untouched).
@@ -334,9 +317,12 @@ impl Dir {
             libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
         })?;
         #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        let kind = st.st_mode & libc::S_IFMT;
         Ok(EntryStat {
-            is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
-            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            is_file: kind == libc::S_IFREG,
+            is_dir: kind == libc::S_IFDIR,
+            is_symlink: kind == libc::S_IFLNK,
+            mode: st.st_mode as u32 & 0o7777,
             len: st.st_size as u64,
             nlink: st.st_nlink as u64,
             mtime_s: st.st_mtime as i64,
@@ -352,6 +338,164 @@ impl Dir {
         // SAFETY: valid descriptor.
         check(unsafe { libc::fchmod(self.raw(), mode as libc::mode_t) })
     }
+
+    /// `renameat(self, from, to_dir, to)`: moves a name into another folder (atomic; both
+    /// folders must be on one file system, else EXDEV). Replaces what is at `to`.
+    pub fn rename_to(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::renameat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr()) })
+    }
+
+    /// As [`Dir::rename_to`], but fails with EEXIST instead of replacing anything at `to`:
+    /// `renameat2(RENAME_NOREPLACE)` on Linux (atomic); elsewhere, or where the file system
+    /// refuses the flag, a `fstatat` check before `renameat` (a race with another writer of
+    /// `to` could still replace it there).
+    pub fn rename_noreplace(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: valid descriptors and NUL-terminated names; the syscall takes plain ints.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    self.raw(),
+                    f.as_ptr(),
+                    to_dir.raw(),
+                    t.as_ptr(),
+                    libc::RENAME_NOREPLACE,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
+            ) {
+                return Err(e);
+            }
+        }
+        match to_dir.stat(to) {
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::renameat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr()) })
+    }
+
+    /// `unlinkat(self, name, AT_REMOVEDIR)`: removes an empty folder (ENOTEMPTY otherwise).
+    pub fn remove_dir(&self, name: &str) -> io::Result<()> {
+        let c = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), libc::AT_REMOVEDIR) })
+    }
+
+    /// `readlinkat(self, name)`: the target of the symlink `name`, as bytes (never followed).
+    pub fn read_link(&self, name: &str) -> io::Result<Vec<u8>> {
+        let c = component(name)?;
+        // PATH_MAX: Linux refuses to create longer targets; one more byte tells truncation.
+        let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+        // SAFETY: valid descriptor, NUL-terminated name, and a buffer of `buf.len()` bytes.
+        let n =
+            unsafe { libc::readlinkat(self.raw(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n >= buf.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// `symlinkat(target, self, name)`: creates the symlink `name` (EEXIST if anything is
+    /// there). The target is stored as given, never resolved.
+    pub fn symlink(&self, target: &[u8], name: &str) -> io::Result<()> {
+        let (t, c) = (cstring(target)?, component(name)?);
+        // SAFETY: NUL-terminated strings and a valid descriptor.
+        check(unsafe { libc::symlinkat(t.as_ptr(), self.raw(), c.as_ptr()) })
+    }
+
+    /// Sets the mtime of `name` itself (a symlink's own time: `AT_SYMLINK_NOFOLLOW`), leaving
+    /// its access time alone.
+    pub fn set_mtime_nofollow(&self, name: &str, mtime_ns: i64) -> io::Result<()> {
+        let c = component(name)?;
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+            },
+        ];
+        // SAFETY: valid descriptor, NUL-terminated name, and an array of two timespecs.
+        check(unsafe {
+            libc::utimensat(
+                self.raw(),
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    /// The names in this folder (without `.` and `..`), read through the descriptor so a
+    /// swapped path cannot redirect the listing. Order is the file system's.
+    pub fn entries(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStringExt;
+        // fdopendir takes ownership of its descriptor: give it a duplicate of ours, opened
+        // on `.` so it has its own file offset (a dup would share it with `self`).
+        let own = openat(self.raw(), &cstring(b".")?, DIR_FLAGS, 0)?;
+        let raw = own.as_raw_fd();
+        // SAFETY: `raw` is a valid folder descriptor; on success the stream owns it.
+        let stream = unsafe { libc::fdopendir(raw) };
+        if stream.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        std::mem::forget(own);
+        let mut names = Vec::new();
+        let result = loop {
+            // readdir reports errors only through errno; clear it to tell them from the end.
+            set_errno(0);
+            // SAFETY: `stream` is a valid, open directory stream.
+            let ent = unsafe { libc::readdir(stream) };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                break match e.raw_os_error() {
+                    Some(0) | None => Ok(()),
+                    _ => Err(e),
+                };
+            }
+            // SAFETY: `d_name` is a NUL-terminated string inside the entry readdir returned,
+            // valid until the next readdir on this stream.
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsString::from_vec(name.to_vec()));
+            }
+        };
+        // SAFETY: `stream` is open and closed exactly once here (closing its descriptor).
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
+    }
+}
+
+fn set_errno(value: libc::c_int) {
+    // SAFETY: the errno location is valid for the calling thread.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    unsafe {
+        *libc::__errno_location() = value
+    };
+    // SAFETY: as above.
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    unsafe {
+        *libc::__error() = value
+    };
 }
 
 /// The process umask, read once. Files we create get `source mode & !umask`, as `open(2)`

@@ -1,20 +1,31 @@
-//! All disk access: validated relative paths, scanning with the hash cache, and writes that
-//! stay inside the folder (descriptor-relative folders, exclusive temp files, atomic renames).
+//! All disk access: validated relative paths, scanning with the hash cache, writes that stay
+//! inside the folder (descriptor-relative folders, exclusive temp files, atomic renames), the
+//! versions archive, ignore rules and cross-platform name rules.
 
 mod beneath;
 mod dir;
+mod ignore;
+mod names;
 mod relpath;
 mod scan;
+mod versions;
 mod write;
 
 pub use beneath::Beneath;
 pub use dir::{umask, Dir, EntryStat, Resolve};
+pub use ignore::{IgnoreRules, IGNORE_FILE, MAX_IGNORE_FILE_BYTES};
+pub use names::{
+    clashes, symlink_target_inside, to_wire, windows_problem, Clash, MAX_SYMLINK_TARGET_BYTES,
+};
 pub use relpath::RelPath;
 pub(crate) use scan::check_folder;
-pub(crate) use scan::link_inside;
 pub use scan::{
     hash_file, hash_file_beneath, scan_folder, scan_versioned, PartFile, ScanContext, ScanResult,
     Skipped,
+};
+pub use versions::{
+    format_utc_stamp, parse_utc_stamp, Version, Versions, DEFAULT_VERSIONS_KEEP_DAYS, VERSIONS_DIR,
+    VERSIONS_DIR_MODE,
 };
 pub use write::{
     is_part_name, local_mode, part_name, part_rel, FinishError, PartWriter, WriteRoot, Written,

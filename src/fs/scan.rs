@@ -245,37 +245,6 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
     Ok(scan)
 }
 
-/// Whether a symlink's target, read at `link` (relative to the root), is relative and stays
-/// inside the folder; the normalised target if so.
-pub(crate) fn link_inside(link: &str, target: &str) -> std::result::Result<String, &'static str> {
-    if target.is_empty() || target.len() > 4095 || target.contains('\0') {
-        return Err("its target is empty or too long");
-    }
-    if target.starts_with('/') {
-        return Err("its target is an absolute path (only relative targets inside the folder sync)");
-    }
-    // Resolved lexically from the link's folder: never above the root, never into `.ssp`.
-    let mut stack: Vec<&str> = link.split('/').collect();
-    stack.pop();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if stack.pop().is_none() {
-                    return Err("its target points outside the folder");
-                }
-            }
-            p => {
-                if stack.is_empty() && super::is_metadata_name(p) {
-                    return Err("its target is inside .ssp");
-                }
-                stack.push(p);
-            }
-        }
-    }
-    Ok(target.to_owned())
-}
-
 /// Scans `root` against `ctx.previous`: unchanged files keep their record (and hash) when
 /// size, mtime and inode agree; the rest are hashed in parallel ([`MAX_HASHERS`]). Each local
 /// change (new, changed content or permission bits, deleted) gets a new version: the record's
@@ -384,7 +353,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                     .ok()
                     .and_then(|t| t.to_str().map(str::to_owned));
                 let checked = match &target {
-                    Some(t) => link_inside(rel.as_str(), t),
+                    Some(t) => super::symlink_target_inside(rel.as_str(), t),
                     None => Err("its target cannot be read as UTF-8"),
                 };
                 match checked {

@@ -217,7 +217,7 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
                     let ok = rec
                         .target
                         .as_deref()
-                        .map(|t| crate::fs::link_inside(rel.as_str(), t));
+                        .map(|t| crate::fs::symlink_target_inside(rel.as_str(), t));
                     if !matches!(ok, Some(Ok(_))) {
                         return Err(fail_peer(
                             link,
@@ -326,7 +326,7 @@ impl Local<'_> {
     fn clear(&mut self, dir: &Dir, rel: &RelPath, st: &EntryStat) -> Result<()> {
         let name = rel.file_name();
         if st.is_dir {
-            return dir.rmdir(name).map_err(|e| match e.raw_os_error() {
+            return dir.remove_dir(name).map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOTEMPTY | libc::EEXIST) => Error::io(
                     rel.to_string(),
                     std::io::Error::other("a folder with files in it is in the way"),
@@ -448,7 +448,7 @@ impl Local<'_> {
                 if let Some(st) = &st {
                     self.clear(&dir, &rel, st)?;
                 }
-                dir.symlink(&target, rel.file_name())
+                dir.symlink(target.as_bytes(), rel.file_name())
                     .map_err(|e| Error::io(format!("creating the symlink {rel}"), e))?;
                 if let Ok(st) = dir.stat(rel.file_name()) {
                     record.inode = st.ino;
@@ -1243,7 +1243,7 @@ fn finish(w: PartWriter, f: &Fetch, local: &mut Local<'_>, stored: &mut Vec<File
     if let Some(st) = &st {
         let kept = if st.is_dir {
             // A folder in the way (a type change): only an empty one goes.
-            dir.rmdir(f.rel.file_name()).map_err(|e| Error::io(f.rel.to_string(), e))
+            dir.remove_dir(f.rel.file_name()).map_err(|e| Error::io(f.rel.to_string(), e))
         } else {
             match &mut local.versions {
                 Some(v) => v
