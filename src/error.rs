@@ -97,6 +97,9 @@ impl Error {
             Error::Remote { code, .. } if code == "rate_limited" => ErrorKind::Connection,
             // The server does not take changes: a setting on one side or the other.
             Error::Remote { code, .. } if code == "read_only" => ErrorKind::Config,
+            Error::Remote { code, .. } if code == "mass_deletion" || code == "busy" => {
+                ErrorKind::Folder
+            }
             Error::Protocol(_) | Error::VersionMismatch { .. } | Error::Remote { .. } => {
                 ErrorKind::Protocol
             }

@@ -218,6 +218,7 @@ async fn hostile_client(port: u16, msg: Message) -> Vec<Message> {
             mode: ssp::protocol::SyncMode::Pull,
             device: common::PEER_DEVICE,
             read_only: false,
+            allow_mass_delete: false,
         }))
         .await
         .unwrap();
@@ -469,6 +470,7 @@ async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
         mode: ssp::protocol::SyncMode::Pull,
         device: common::PEER_DEVICE,
         read_only: false,
+        allow_mass_delete: false,
     }))
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use walkdir::WalkDir;
 
-use super::{is_part_name, Beneath, RelPath, METADATA_DIR};
+use super::{is_part_name, Beneath, RelPath};
 use crate::error::{Error, Result};
 use crate::index::{DeviceId, FileRecord, Hash, IndexStore, VersionVector};
 

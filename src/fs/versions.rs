@@ -30,7 +30,7 @@ pub const DEFAULT_VERSIONS_KEEP_DAYS: u64 = 30;
 const MAX_CLASH_SUFFIX: u32 = 10_000;
 
 /// One archived version of a file or symlink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Version {
     /// The path it had in the folder (relative to the root).
     pub path: String,

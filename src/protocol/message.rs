@@ -117,6 +117,10 @@ pub struct SyncRequest {
     /// Server: it takes no changes from clients (a send-only folder).
     #[serde(default)]
     pub read_only: bool,
+    /// Client: the user confirmed that this sync may delete every file (the mass-deletion
+    /// guard stands down on both ends).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_delete: bool,
 }
 
 /// One file of the sender's folder.
@@ -219,6 +223,8 @@ pub enum ErrorCode {
     ReadOnly,
     /// Another sync is using the folder.
     Busy,
+    /// The round would delete every file of the sender's folder; nothing was deleted.
+    MassDeletion,
     #[serde(other)]
     Unknown,
 }
@@ -240,6 +246,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::ReadOnly => "read_only",
             Self::Busy => "busy",
+            Self::MassDeletion => "mass_deletion",
             Self::Unknown => "unknown",
         }
     }
@@ -397,6 +404,7 @@ mod tests {
                 mode,
                 device: crate::index::DeviceId(7),
                 read_only: true,
+                allow_mass_delete: mode == SyncMode::Push,
             }));
         }
         roundtrip(Message::FileIndex(FileIndex {

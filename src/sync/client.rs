@@ -406,6 +406,34 @@ impl Client {
         lock(&self.report).clone()
     }
 
+    /// The conflict copies in the folder now, each with the file it is a copy of.
+    pub async fn conflicts(&self) -> Result<Vec<super::ConflictCopy>> {
+        let f = self.folder().await?;
+        blocking(move || f.conflicts()).await
+    }
+
+    /// Resolves a conflict copy (see [`super::Keep`]); the next sync carries the result.
+    pub async fn resolve(&self, copy: String, keep: super::Keep) -> Result<()> {
+        let f = self.folder().await?;
+        blocking(move || f.resolve(&copy, keep)).await
+    }
+
+    /// Versions kept of `path` (of every path when `None`), newest first.
+    pub async fn versions(&self, path: Option<String>) -> Result<Vec<crate::fs::Version>> {
+        let f = self.folder().await?;
+        blocking(move || f.versions(path.as_deref())).await
+    }
+
+    /// Restores the version of `path` kept at `at` (newest at or before; newest if `None`).
+    pub async fn restore(
+        &self,
+        path: String,
+        at: Option<std::time::SystemTime>,
+    ) -> Result<crate::fs::Version> {
+        let f = self.folder().await?;
+        blocking(move || f.restore(&path, at)).await
+    }
+
     /// Asks a running sync to stop; it then fails with [`Error::Cancelled`].
     pub fn cancel(&self) {
         lock(&self.cancel).cancel();
@@ -451,4 +479,11 @@ mod tests {
             assert_eq!(fresh[key], serde_json::json!(0.0), "{key}");
         }
     }
+}
+
+/// Runs disk work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
 }

@@ -163,6 +163,11 @@ impl Folder {
         self.hold().commit(records, local)
     }
 
+    /// The folder's ignore rules (`.sspignore` and the built-in ones), read now.
+    pub fn ignore_rules(&self) -> Result<crate::fs::IgnoreRules> {
+        crate::fs::IgnoreRules::load(&self.root)
+    }
+
     /// The stored records, by path.
     pub fn records(&self) -> Result<HashMap<String, FileRecord>> {
         let _seq = self.lock_state();

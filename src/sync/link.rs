@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,17 +54,12 @@ pub(crate) struct Link {
     jobs: Option<mpsc::Sender<ReadJob>>,
     provider: Option<tokio::task::JoinHandle<()>>,
     pub offered: Offered,
-    pub peer: SocketAddr,
 }
 
 impl Link {
     /// Takes over `conn`; files are served from `root` with chunks of `chunk_size`.
     pub fn new(conn: Connection, root: PathBuf, chunk_size: usize, served: Arc<Served>) -> Link {
-        let Connection {
-            reader,
-            writer,
-            peer,
-        } = conn;
+        let Connection { reader, writer, .. } = conn;
         let (out, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
         let writer = tokio::spawn(write_loop(writer, out_rx));
         let (jobs, job_rx) = mpsc::channel::<ReadJob>(JOB_QUEUE);
@@ -80,7 +74,6 @@ impl Link {
             jobs: Some(jobs),
             provider: Some(provider),
             offered: Arc::default(),
-            peer,
         }
     }
 

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use crate::protocol::SyncMode;
 
-pub use client::{Client, ClientConfig, ClientStatus, SyncStats};
-pub use folder::{Folder, DEFAULT_TOMBSTONE_KEEP_DAYS};
+pub use client::{
+    Client, ClientConfig, ClientStatus, ConflictReport, ConflictSide, SyncReport, SyncStats,
+};
+pub use folder::{parse_conflict_name, ConflictCopy, Folder, Keep, DEFAULT_TOMBSTONE_KEEP_DAYS};
 pub use server::{Server, ServerConfig, ServerStatus};
 
 /// What either end needs: the shared secret, its folder, the server's address and the chunk

@@ -65,6 +65,7 @@ pub(crate) async fn client_round(
         mode,
         device: folder.device(),
         read_only: false,
+        allow_mass_delete: cfg.allow_mass_delete,
     }))
     .await?;
     let reply = match link.next(patience, "the server's SYNC_REQUEST").await? {
@@ -106,8 +107,12 @@ pub(crate) async fn server_round(
         mode: request.mode,
         device: folder.device(),
         read_only,
+        allow_mass_delete: false,
     }))
     .await?;
+    let mut cfg = cfg.clone();
+    cfg.allow_mass_delete |= request.allow_mass_delete;
+    let cfg = &cfg;
     let i_pull = request.mode.server_pulls() && !read_only;
     let peer_pulls = request.mode.client_pulls();
     let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
@@ -195,8 +200,12 @@ async fn round(
         } else {
             ConflictRule::PeerWins
         };
-        let plan = plan_round(&local, remote, rule, &mut out);
-        guard_mass_deletion(folder, &local, &plan, cfg)?;
+        let ignore = folder.ignore_rules()?;
+        let plan = plan_round(&local, remote, rule, &ignore, &mut out);
+        if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
+            link.fail(ErrorCode::MassDeletion, e.to_string()).await;
+            return Err(e);
+        }
         let ScanResult { parts, .. } = scan;
         let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
         let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
@@ -234,6 +243,7 @@ fn plan_round(
     local: &HashMap<String, FileRecord>,
     remote: Vec<FileRecord>,
     rule: ConflictRule,
+    ignore: &crate::fs::IgnoreRules,
     out: &mut RoundOutcome,
 ) -> LocalPlan {
     let mask = umask();
@@ -244,6 +254,10 @@ fn plan_round(
         }
     }
     for r in remote {
+        // Ignored here: neither fetched nor deleted, whatever the peer did.
+        if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
+            continue;
+        }
         let d = reconcile(local.get(&r.path), &r, rule, mask);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
@@ -296,8 +310,11 @@ async fn scan_with_heartbeats(
         .await
         .map_err(|e| Error::Store(e.to_string()))?;
     if let Err(e) = &scanned {
-        link.fail(ErrorCode::Io, format!("the peer cannot sync: {e}"))
-            .await;
+        let code = match e {
+            Error::MassDeletion { .. } => ErrorCode::MassDeletion,
+            _ => ErrorCode::Io,
+        };
+        link.fail(code, format!("the peer cannot sync: {e}")).await;
     }
     scanned
 }
