@@ -1,11 +1,17 @@
 //! The file index: what we know of each file (records), the crash-safe store that caches it
-//! between runs, and the pure planning functions that compare two indexes.
+//! between runs, and the pure functions that compare records: pull planning and the two-way
+//! reconcile rules.
 
 mod plan;
+mod reconcile;
 mod store;
 mod version;
 
 pub use plan::{plan_pull, PullPlan};
+pub use reconcile::{
+    conflict_name, is_conflict_name, reconcile, Action, Apply, Conflict, ConflictRule, Decision,
+    Side,
+};
 pub use store::IndexStore;
 pub use version::{Causality, DeviceId, VersionVector};
 
