@@ -1,9 +1,14 @@
 //! The file index: what we know of each file (records), the crash-safe store that caches it
-//! between runs, and the pure planning functions that compare two indexes.
+//! between runs, and the pure two-way reconcile rules that compare a peer's record with ours.
 
+mod reconcile;
 mod store;
 mod version;
 
+pub use reconcile::{
+    conflict_name, is_conflict_name, reconcile, Action, Apply, Conflict, ConflictRule, Decision,
+    Side,
+};
 pub use store::IndexStore;
 pub use version::{Causality, DeviceId, VersionVector};
 
