@@ -474,7 +474,10 @@ async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
     }))
     .await
     .unwrap();
-    assert!(matches!(conn.recv().await.unwrap(), Message::SyncRequest(_)));
+    assert!(matches!(
+        conn.recv().await.unwrap(),
+        Message::SyncRequest(_)
+    ));
     match conn.recv().await.unwrap() {
         Message::FileIndex(ix) => assert_eq!(ix.entries[0].size, 3),
         other => panic!("expected the index, got {other:?}"),

@@ -2,14 +2,13 @@
 //! or an error (never a panic); whatever path a peer names, an accepted one stays inside the
 //! folder; and the pure pull planner accounts for every remote file exactly once.
 
-use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use ssp::crypto::{Opener, Sealer};
 use ssp::fs::RelPath;
-use ssp::protocol::{FileChunk, FrameDecoder, FrameEncoder, IndexEntry, Message};
+use ssp::protocol::{FileChunk, FrameDecoder, FrameEncoder, Message};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Components that break naive path handling, joined by `/`, sometimes with a leading `/`;

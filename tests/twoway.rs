@@ -40,7 +40,13 @@ fn versions(root: &Path) -> Vec<String> {
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&v).unwrap().to_string_lossy().into_owned())
+        .map(|e| {
+            e.path()
+                .strip_prefix(&v)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     out.sort();
     out
@@ -123,7 +129,11 @@ async fn deletions_propagate_both_ways_and_the_old_content_is_kept_in_versions()
     let client = p.sync().await;
     assert_eq!(tree(p.s()), ["keep"]);
     assert_same(p.s(), p.c());
-    assert_eq!(client.status().stats.files_deleted, 1, "one deletion applied here");
+    assert_eq!(
+        client.status().stats.files_deleted,
+        1,
+        "one deletion applied here"
+    );
     let (sv, cv) = (versions(p.s()), versions(p.c()));
     assert!(
         sv.len() == 1 && sv[0].starts_with("gone-here~"),
@@ -183,7 +193,11 @@ async fn a_modification_beats_a_concurrent_deletion_on_either_side() {
         let client = p.sync().await;
         assert!(client.report().conflicts.is_empty());
         p.sync().await;
-        assert_eq!(read(p.s(), "f"), "v2 edited", "deleter is client: {deleter_is_client}");
+        assert_eq!(
+            read(p.s(), "f"),
+            "v2 edited",
+            "deleter is client: {deleter_is_client}"
+        );
         assert_same(p.s(), p.c());
         p.server.stop().await;
     }
@@ -192,17 +206,25 @@ async fn a_modification_beats_a_concurrent_deletion_on_either_side() {
 #[tokio::test]
 async fn pull_mode_applies_the_servers_changes_and_sends_nothing() {
     let p = Pair::new(&[("shared", "s1"), ("doomed", "d")]).await;
-    sync_mode(p.c(), p.server.port, SyncMode::Pull).await.unwrap();
+    sync_mode(p.c(), p.server.port, SyncMode::Pull)
+        .await
+        .unwrap();
     write(p.c(), "mine", b"local only");
     std::fs::write(p.c().join("shared"), b"local edit").unwrap();
     std::fs::write(p.s().join("shared"), b"server edit").unwrap();
     std::fs::remove_file(p.s().join("doomed")).unwrap();
-    let client = sync_mode(p.c(), p.server.port, SyncMode::Pull).await.unwrap();
+    let client = sync_mode(p.c(), p.server.port, SyncMode::Pull)
+        .await
+        .unwrap();
     assert!(!p.s().join("mine").exists(), "pull sends nothing");
     assert_eq!(read(p.c(), "shared"), "server edit");
     assert!(!p.c().join("doomed").exists(), "deletions are pulled");
     let c = &client.report().conflicts;
-    assert_eq!(c.len(), 1, "the local edit became a conflict copy, not lost");
+    assert_eq!(
+        c.len(),
+        1,
+        "the local edit became a conflict copy, not lost"
+    );
     assert_eq!(read(p.c(), &c[0].copy), "local edit");
     p.server.stop().await;
 }
@@ -211,7 +233,9 @@ async fn pull_mode_applies_the_servers_changes_and_sends_nothing() {
 async fn push_mode_is_the_mirror_and_a_read_only_server_refuses_it() {
     let p = Pair::new(&[("s", "server file")]).await;
     write(p.c(), "c", b"client file");
-    sync_mode(p.c(), p.server.port, SyncMode::Push).await.unwrap();
+    sync_mode(p.c(), p.server.port, SyncMode::Push)
+        .await
+        .unwrap();
     assert_eq!(read(p.s(), "c"), "client file");
     assert!(!p.c().join("s").exists(), "push takes nothing");
     p.server.stop().await;
@@ -225,11 +249,17 @@ async fn push_mode_is_the_mirror_and_a_read_only_server_refuses_it() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("read-only"), "{err}");
     // Two-way against a read-only server pulls, and says what it could not send.
-    let client = sync_mode(ro.c(), ro.server.port, SyncMode::TwoWay).await.unwrap();
+    let client = sync_mode(ro.c(), ro.server.port, SyncMode::TwoWay)
+        .await
+        .unwrap();
     assert_eq!(read(ro.c(), "s"), "server file");
     assert!(!ro.s().join("c").exists());
     assert!(
-        client.report().skipped.iter().any(|s| s.reason.contains("read-only")),
+        client
+            .report()
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("read-only")),
         "{:?}",
         client.report().skipped
     );
@@ -286,7 +316,10 @@ async fn empty_folders_and_folder_deletions_sync() {
     assert!(p.c().join("empty/nested").is_dir());
     std::fs::remove_dir_all(p.c().join("empty")).unwrap();
     p.sync().await;
-    assert!(!p.s().join("empty").exists(), "the folder deletion propagated");
+    assert!(
+        !p.s().join("empty").exists(),
+        "the folder deletion propagated"
+    );
     p.server.stop().await;
 }
 
@@ -304,7 +337,9 @@ async fn symlinks_inside_sync_as_links_and_outside_ones_are_reported() {
     let client = p.sync().await;
     let skipped = client.report().skipped;
     assert!(
-        skipped.iter().any(|s| s.path == "escape" && s.reason.contains("outside")),
+        skipped
+            .iter()
+            .any(|s| s.path == "escape" && s.reason.contains("outside")),
         "{skipped:?}"
     );
     p.server.stop().await;
@@ -318,9 +353,16 @@ async fn ignored_files_are_neither_sent_nor_deleted() {
     p.sync().await;
     assert!(!p.s().join("debug.log").exists(), "ignored: not sent");
     assert!(!p.c().join("build").exists(), "ignored: not fetched");
-    assert!(!p.s().join(".sspignore").exists(), "the ignore file is a local setting");
+    assert!(
+        !p.s().join(".sspignore").exists(),
+        "the ignore file is a local setting"
+    );
     p.sync().await;
-    assert_eq!(read(p.c(), "debug.log"), "local log", "ignored: not deleted");
+    assert_eq!(
+        read(p.c(), "debug.log"),
+        "local log",
+        "ignored: not deleted"
+    );
     p.server.stop().await;
 }
 
@@ -329,11 +371,21 @@ async fn permission_bits_and_mtimes_travel_back() {
     use std::os::unix::fs::PermissionsExt;
     let p = Pair::new(&[("script.sh", "#!/bin/sh\n")]).await;
     p.sync().await;
-    std::fs::set_permissions(p.c().join("script.sh"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        p.c().join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     p.sync().await;
-    let mode = std::fs::metadata(p.s().join("script.sh")).unwrap().permissions().mode();
-    assert_eq!(mode & 0o111, 0o111 & !ssp::fs::umask(), "the executable bit reached the server");
+    let mode = std::fs::metadata(p.s().join("script.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o111,
+        0o111 & !ssp::fs::umask(),
+        "the executable bit reached the server"
+    );
     p.server.stop().await;
 }
 
@@ -349,7 +401,10 @@ async fn a_second_sync_of_the_same_folder_is_refused_at_once() {
     let errors: Vec<_> = [a.err(), b.err()].into_iter().flatten().collect();
     // One of them ran; if the other came while it ran, it was refused, never raced.
     for e in &errors {
-        assert!(e.to_string().contains("another sync is using this folder"), "{e}");
+        assert!(
+            e.to_string().contains("another sync is using this folder"),
+            "{e}"
+        );
     }
     assert_eq!(read(p.c(), "big").len(), 4 << 20);
     p.server.stop().await;

@@ -284,7 +284,10 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             .into_owned()
     };
     let skip = |out: &mut ScanResult, path: String, reason: String| {
-        tracing::warn!("not synced: {}: {reason}", crate::protocol::peer_text(&path));
+        tracing::warn!(
+            "not synced: {}: {reason}",
+            crate::protocol::peer_text(&path)
+        );
         out.skipped.push(Skipped { path, reason });
     };
     for entry in walker {
@@ -310,7 +313,11 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
         let rel = match rel_string(root, entry.path()).map(|r| RelPath::parse(&r)) {
             Some(Ok(rel)) => rel,
             Some(Err(e)) => {
-                skip(&mut out, shown(entry.path()), format!("name cannot be synced ({e})"));
+                skip(
+                    &mut out,
+                    shown(entry.path()),
+                    format!("name cannot be synced ({e})"),
+                );
                 continue;
             }
             None => {
@@ -337,7 +344,11 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
         let md = match entry.metadata() {
             Ok(md) => md,
             Err(e) => {
-                skip(&mut out, rel.as_str().to_owned(), format!("cannot be read: {e}"));
+                skip(
+                    &mut out,
+                    rel.as_str().to_owned(),
+                    format!("cannot be read: {e}"),
+                );
                 if let Some(prev) = cache.remove(rel.as_str()) {
                     out.files.push(prev);
                 }
@@ -359,7 +370,11 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 match checked {
                     Ok(t) => (EntryKind::Symlink, Some(t)),
                     Err(why) => {
-                        skip(&mut out, rel.as_str().to_owned(), format!("symlink not synced: {why}"));
+                        skip(
+                            &mut out,
+                            rel.as_str().to_owned(),
+                            format!("symlink not synced: {why}"),
+                        );
                         if let Some(prev) = cache.remove(rel.as_str()) {
                             out.files.push(prev);
                         }
@@ -374,9 +389,17 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             let rec = FileRecord {
                 path: rel.as_str().to_owned(),
                 size: 0,
-                mtime_ns: if kind == EntryKind::Dir { 0 } else { mtime_ns(&md) },
+                mtime_ns: if kind == EntryKind::Dir {
+                    0
+                } else {
+                    mtime_ns(&md)
+                },
                 executable: mode & 0o111 != 0,
-                mode: if kind == EntryKind::Symlink { 0o777 } else { mode },
+                mode: if kind == EntryKind::Symlink {
+                    0o777
+                } else {
+                    mode
+                },
                 hash,
                 inode: md.ino(),
                 deleted: false,
@@ -471,7 +494,9 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                     }
                     other => {
                         let reason = match other {
-                            Some(Ok(_)) => "changed while it was scanned; it syncs once it settles".into(),
+                            Some(Ok(_)) => {
+                                "changed while it was scanned; it syncs once it settles".into()
+                            }
                             Some(Err(e)) => format!("cannot be read: {e}"),
                             None => "not hashed".into(),
                         };

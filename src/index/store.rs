@@ -113,12 +113,7 @@ impl IndexStore {
     }
 
     /// Writes `upserts`, removes `removals` and sets the sequence counter in one atomic commit.
-    pub fn commit(
-        &self,
-        upserts: &[FileRecord],
-        removals: &[String],
-        sequence: u64,
-    ) -> Result<()> {
+    pub fn commit(&self, upserts: &[FileRecord], removals: &[String], sequence: u64) -> Result<()> {
         let txn = self.db.begin_write().map_err(store_err)?;
         txn.open_table(META)
             .map_err(store_err)?
@@ -210,7 +205,10 @@ mod tests {
         let s = IndexStore::open(dir.path()).unwrap();
         assert_eq!((s.device_id().unwrap(), s.sequence().unwrap()), (id, 41));
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(IndexStore::open(other.path()).unwrap().device_id().unwrap(), id);
+        assert_ne!(
+            IndexStore::open(other.path()).unwrap().device_id().unwrap(),
+            id
+        );
     }
 
     /// `.ssp/` is 0700 and the store 0600, whether new or left wider by an older version.

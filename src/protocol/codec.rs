@@ -321,6 +321,7 @@ mod tests {
             executable: false,
             mode: Some(0o644),
             hash: blake3::hash(content).to_hex().to_string(),
+            ..Default::default()
         };
         let request = |id, path: &str| {
             Message::FileRequest(FileRequest {
@@ -341,7 +342,10 @@ mod tests {
         let session = [
             (
                 Message::SyncRequest(SyncRequest {
-                    mode: "pull".into(),
+                    mode: crate::protocol::SyncMode::Pull,
+                    device: crate::index::DeviceId(0),
+                    read_only: false,
+                    allow_mass_delete: false,
                 }),
                 32,
             ),

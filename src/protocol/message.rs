@@ -123,8 +123,8 @@ pub struct SyncRequest {
     pub allow_mass_delete: bool,
 }
 
-/// One file of the sender's folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of the sender's folder: a file, folder or symlink, or a tombstone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEntry {
     pub path: String,
     pub size: u64,

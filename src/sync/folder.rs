@@ -85,12 +85,10 @@ impl Folder {
 
     /// Takes the folder for one client sync, or fails at once if another sync has it.
     pub(crate) fn try_begin_sync(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
-        self.sync_running
-            .try_lock()
-            .map_err(|_| Error::FolderBusy {
-                path: self.root.clone(),
-                holder: Some("in this process".into()),
-            })
+        self.sync_running.try_lock().map_err(|_| Error::FolderBusy {
+            path: self.root.clone(),
+            holder: Some("in this process".into()),
+        })
     }
 
     fn lock_state(&self) -> MutexGuard<'_, u64> {
@@ -150,7 +148,8 @@ impl Folder {
             .map(|r| r.path.clone())
             .collect();
         if !expired.is_empty() {
-            scan.files.retain(|r| !(r.deleted && expired.contains(&r.path)));
+            scan.files
+                .retain(|r| !(r.deleted && expired.contains(&r.path)));
             scan.changed.retain(|r| !expired.contains(&r.path));
         }
         self.store.commit(&scan.changed, &expired, next)?;
@@ -276,7 +275,13 @@ pub fn parse_conflict_name(path: &str) -> Option<(String, String, String)> {
     };
     let b = tag.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if stem.is_empty() || b.len() != 23 || !digits(0..8) || b[8] != b'-' || !digits(9..15) || b[15] != b'-' {
+    if stem.is_empty()
+        || b.len() != 23
+        || !digits(0..8)
+        || b[8] != b'-'
+        || !digits(9..15)
+        || b[15] != b'-'
+    {
         return None;
     }
     let original = format!("{stem}{ext}");
@@ -415,9 +420,18 @@ mod tests {
     fn conflict_names_parse_back_to_their_original() {
         // (copy, original, date-time, device)
         let table = [
-            ("a.sync-conflict-20240229-235959-0123456.txt", Some(("a.txt", "20240229-235959", "0123456"))),
-            ("d/e/notes.sync-conflict-20261201-101010-ABCDEF0", Some(("d/e/notes", "20261201-101010", "ABCDEF0"))),
-            ("x.tar.sync-conflict-20261201-101010-ABCDEF0.gz", Some(("x.tar.gz", "20261201-101010", "ABCDEF0"))),
+            (
+                "a.sync-conflict-20240229-235959-0123456.txt",
+                Some(("a.txt", "20240229-235959", "0123456")),
+            ),
+            (
+                "d/e/notes.sync-conflict-20261201-101010-ABCDEF0",
+                Some(("d/e/notes", "20261201-101010", "ABCDEF0")),
+            ),
+            (
+                "x.tar.sync-conflict-20261201-101010-ABCDEF0.gz",
+                Some(("x.tar.gz", "20261201-101010", "ABCDEF0")),
+            ),
             ("plain.txt", None),
             (".sync-conflict-20261201-101010-ABCDEF0", None),
             ("a.sync-conflict-2026120-101010-ABCDEF0", None),

@@ -92,7 +92,9 @@ impl Link {
 
     /// Best effort: tells the peer why we stop.
     pub async fn fail(&self, code: ErrorCode, message: impl Into<String>) {
-        let _ = self.send(Message::Error(ErrorMsg::fatal(code, message))).await;
+        let _ = self
+            .send(Message::Error(ErrorMsg::fatal(code, message)))
+            .await;
     }
 
     /// The next message for the sync logic, within `patience`. Serves FILE_REQUESTs and skips
@@ -161,20 +163,17 @@ impl Link {
                 message: format!("{rel} is not in the index we sent"),
                 id: Some(id),
             };
-            return self
-                .out
-                .try_send(Message::Error(msg))
-                .or_else(|e| match e {
-                    mpsc::error::TrySendError::Full(m) => {
-                        // The queue drains by itself; a short blocking hand-over keeps order.
-                        let out = self.out.clone();
-                        tokio::spawn(async move { out.send(m).await });
-                        Ok(())
-                    }
-                    mpsc::error::TrySendError::Closed(_) => {
-                        Err(Error::ConnectionLost("the connection's writer stopped".into()))
-                    }
-                });
+            return self.out.try_send(Message::Error(msg)).or_else(|e| match e {
+                mpsc::error::TrySendError::Full(m) => {
+                    // The queue drains by itself; a short blocking hand-over keeps order.
+                    let out = self.out.clone();
+                    tokio::spawn(async move { out.send(m).await });
+                    Ok(())
+                }
+                mpsc::error::TrySendError::Closed(_) => Err(Error::ConnectionLost(
+                    "the connection's writer stopped".into(),
+                )),
+            });
         };
         let job = ReadJob {
             id,

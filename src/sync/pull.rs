@@ -48,7 +48,11 @@ pub(crate) enum Expect {
     /// Nothing is there.
     Absent,
     /// A regular file or symlink with this size, mtime and inode.
-    Entry { size: u64, mtime_ns: i64, inode: u64 },
+    Entry {
+        size: u64,
+        mtime_ns: i64,
+        inode: u64,
+    },
     /// A folder.
     Dir,
 }
@@ -197,17 +201,23 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
             };
             let shown = peer_text(rel.as_str());
             let Some(hash) = Hash::from_hex(&entry.hash) else {
-                return Err(fail_peer(link, Error::protocol(format!("bad hash for {shown}"))).await);
+                return Err(
+                    fail_peer(link, Error::protocol(format!("bad hash for {shown}"))).await,
+                );
             };
             if entry.version.0.len() > MAX_VERSION_DEVICES {
                 return Err(fail_peer(
                     link,
-                    Error::protocol(format!("{shown}: a version naming more than {MAX_VERSION_DEVICES} devices")),
+                    Error::protocol(format!(
+                        "{shown}: a version naming more than {MAX_VERSION_DEVICES} devices"
+                    )),
                 )
                 .await);
             }
             if !seen.insert(entry.path.clone()) {
-                return Err(fail_peer(link, Error::protocol(format!("{shown} listed twice"))).await);
+                return Err(
+                    fail_peer(link, Error::protocol(format!("{shown} listed twice"))).await,
+                );
             }
             let mut rec = FileRecord::from_entry(&entry, hash);
             rec.path = rel.as_str().to_owned();
@@ -221,7 +231,9 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
                     if !matches!(ok, Some(Ok(_))) {
                         return Err(fail_peer(
                             link,
-                            Error::protocol(format!("{shown}: a symlink pointing outside the folder")),
+                            Error::protocol(format!(
+                                "{shown}: a symlink pointing outside the folder"
+                            )),
                         )
                         .await);
                     }
@@ -241,6 +253,10 @@ pub(crate) struct Planned {
     local: Option<FileRecord>,
     action: Action,
     record: FileRecord,
+    /// For a conflict copy: the store already knows the copy's path (the same loser was
+    /// copied before and the user has since kept, edited or deleted that copy), so our entry
+    /// goes into versions instead of over it.
+    copy_taken: bool,
 }
 
 /// Everything a round changes on this side, in the order it is applied.
@@ -253,11 +269,18 @@ pub(crate) struct LocalPlan {
 }
 
 impl LocalPlan {
-    pub fn push(&mut self, local: Option<FileRecord>, action: Action, record: FileRecord) {
+    pub fn push(
+        &mut self,
+        local: Option<FileRecord>,
+        action: Action,
+        record: FileRecord,
+        copy_taken: bool,
+    ) {
         self.items.push(Planned {
             local,
             action,
             record,
+            copy_taken,
         });
     }
 
@@ -267,7 +290,9 @@ impl LocalPlan {
             .iter()
             .filter(|p| {
                 matches!(p.action, Action::Apply(Apply::Delete))
-                    && p.local.as_ref().is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
+                    && p.local
+                        .as_ref()
+                        .is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
             })
             .count()
     }
@@ -297,8 +322,7 @@ impl Local<'_> {
         let writes = WriteRoot::open(folder.root())?;
         let versions = match keep {
             Some(_) => Some(
-                Versions::open(writes.root())
-                    .map_err(|e| Error::io("opening .ssp/versions", e))?,
+                Versions::open(writes.root()).map_err(|e| Error::io("opening .ssp/versions", e))?,
             ),
             None => None,
         };
@@ -344,7 +368,12 @@ impl Local<'_> {
     }
 
     /// Applies one non-fetch decision; `Ok(Some(fetch))` for content still to come.
-    fn apply(&mut self, p: &Planned, stored: &mut Vec<FileRecord>, copies: &mut Vec<FileRecord>) -> Result<Option<Fetch>> {
+    fn apply(
+        &mut self,
+        p: &Planned,
+        stored: &mut Vec<FileRecord>,
+        copies: &mut Vec<FileRecord>,
+    ) -> Result<Option<Fetch>> {
         let rel = RelPath::parse(&p.record.path)?;
         let expect = Expect::of(p.local.as_ref());
         let mut record = p.record.clone();
@@ -362,11 +391,14 @@ impl Local<'_> {
             Action::Touch => {
                 let (_, st) = self.at(&rel, false)?;
                 if !expect.holds(st.as_ref()) {
-                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                    return Err(Error::io(
+                        rel.to_string(),
+                        std::io::Error::other(CHANGED_HERE),
+                    ));
                 }
-                let w = self
-                    .writes
-                    .apply_metadata(&rel, record.mtime_ns, local_mode(record.mode))?;
+                let w =
+                    self.writes
+                        .apply_metadata(&rel, record.mtime_ns, local_mode(record.mode))?;
                 record.inode = w.inode;
                 record.mtime_ns = w.mtime_ns;
                 record.set_mode(w.mode);
@@ -377,9 +409,15 @@ impl Local<'_> {
                 let copy_rel = RelPath::parse(copy)?;
                 let (dir, st) = self.at(&rel, false)?;
                 if !expect.holds(st.as_ref()) {
-                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                    return Err(Error::io(
+                        rel.to_string(),
+                        std::io::Error::other(CHANGED_HERE),
+                    ));
                 }
-                if st.is_some() {
+                if let (Some(st), true) = (&st, p.copy_taken) {
+                    // This loser was copied before: keep it in versions, not over the copy.
+                    self.clear(&dir, &rel, st)?;
+                } else if st.is_some() {
                     let (cdir, cst) = self.at(&copy_rel, true)?;
                     if cst.is_some() {
                         return Err(Error::io(
@@ -422,7 +460,10 @@ impl Local<'_> {
             Apply::MakeDir => {
                 let (dir, st) = self.at(&rel, true)?;
                 if !expect.holds(st.as_ref()) {
-                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                    return Err(Error::io(
+                        rel.to_string(),
+                        std::io::Error::other(CHANGED_HERE),
+                    ));
                 }
                 match &st {
                     Some(st) if st.is_dir => {}
@@ -443,7 +484,10 @@ impl Local<'_> {
                 let target = record.target.clone().unwrap_or_default();
                 let (dir, st) = self.at(&rel, true)?;
                 if !expect.holds(st.as_ref()) {
-                    return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+                    return Err(Error::io(
+                        rel.to_string(),
+                        std::io::Error::other(CHANGED_HERE),
+                    ));
                 }
                 if let Some(st) = &st {
                     self.clear(&dir, &rel, st)?;
@@ -473,7 +517,9 @@ impl Local<'_> {
         let mut w = PartWriter::create(dir, &fetch.part)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = file.read(&mut buf).map_err(|e| Error::io(src.to_owned(), e))?;
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| Error::io(src.to_owned(), e))?;
             if n == 0 {
                 break;
             }
@@ -488,9 +534,14 @@ impl Local<'_> {
             Outcome::Done => stored
                 .pop()
                 .ok_or_else(|| Error::Store("copied file not recorded".into())),
-            Outcome::Failed(why) => Err(Error::io(fetch.rel.to_string(), std::io::Error::other(why))),
+            Outcome::Failed(why) => {
+                Err(Error::io(fetch.rel.to_string(), std::io::Error::other(why)))
+            }
             Outcome::Abort(e) => Err(e),
-            Outcome::Retry => Err(Error::io(src.to_owned(), std::io::Error::other("content differs"))),
+            Outcome::Retry => Err(Error::io(
+                src.to_owned(),
+                std::io::Error::other("content differs"),
+            )),
         }
     }
 
@@ -515,7 +566,10 @@ impl Local<'_> {
             Err(_) => return Ok(()),
         };
         if !expect.holds(st.as_ref()) {
-            return Err(Error::io(rel.to_string(), std::io::Error::other(CHANGED_HERE)));
+            return Err(Error::io(
+                rel.to_string(),
+                std::io::Error::other(CHANGED_HERE),
+            ));
         }
         if let Some(st) = st {
             self.clear(&dir, &rel, &st)?;
@@ -549,6 +603,7 @@ pub(crate) async fn apply_local(
                 local: p.local.clone(),
                 action: p.action.clone(),
                 record: p.record.clone(),
+                copy_taken: p.copy_taken,
             }
         })
         .collect();
@@ -611,6 +666,7 @@ pub(crate) async fn delete_local(
             local: p.local.clone(),
             action: p.action.clone(),
             record: p.record.clone(),
+            copy_taken: false,
         })
         .collect();
     if items.is_empty() {
@@ -781,16 +837,8 @@ pub(crate) async fn fetch_all(
         .filter(|p| !wanted.contains(p.rel.as_str()))
         .map(|p| p.rel.clone())
         .collect();
-    let (received, failures, bytes) = transfer(
-        link,
-        folder,
-        fetches,
-        &resumable,
-        cfg,
-        hooks,
-        peer_done,
-    )
-    .await?;
+    let (received, failures, bytes) =
+        transfer(link, folder, fetches, &resumable, cfg, hooks, peer_done).await?;
     if !stale.is_empty() {
         let root = folder.root().to_path_buf();
         let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&root, &stale)).await;
@@ -1228,7 +1276,12 @@ fn open_slot(f: &Fetch, writes: &mut WriteRoot, offset: u64) -> Slot {
 /// left alone and the file syncs next time); the old content is kept in versions (a hard
 /// link, so the path holds the old or the new content at every moment); then the verified
 /// temp file is renamed onto it.
-fn finish(w: PartWriter, f: &Fetch, local: &mut Local<'_>, stored: &mut Vec<FileRecord>) -> Outcome {
+fn finish(
+    w: PartWriter,
+    f: &Fetch,
+    local: &mut Local<'_>,
+    stored: &mut Vec<FileRecord>,
+) -> Outcome {
     let (dir, st) = match local.at(&f.rel, true) {
         Ok(x) => x,
         Err(e) => {
@@ -1243,7 +1296,8 @@ fn finish(w: PartWriter, f: &Fetch, local: &mut Local<'_>, stored: &mut Vec<File
     if let Some(st) = &st {
         let kept = if st.is_dir {
             // A folder in the way (a type change): only an empty one goes.
-            dir.remove_dir(f.rel.file_name()).map_err(|e| Error::io(f.rel.to_string(), e))
+            dir.remove_dir(f.rel.file_name())
+                .map_err(|e| Error::io(f.rel.to_string(), e))
         } else {
             match &mut local.versions {
                 Some(v) => v
@@ -1332,6 +1386,7 @@ mod tests {
             executable: false,
             mode: None,
             hash: "0".repeat(64),
+            ..Default::default()
         }
     }
 

@@ -150,7 +150,10 @@ impl Server {
             .await
             .map_err(|e| Error::Store(e.to_string()))??;
         if cfg.read_only {
-            tracing::info!("{}: read-only: clients may pull, not push", cfg.folder.display());
+            tracing::info!(
+                "{}: read-only: clients may pull, not push",
+                cfg.folder.display()
+            );
         }
         let listener = TcpListener::bind(addrs.as_slice()).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {

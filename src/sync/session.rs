@@ -264,7 +264,10 @@ fn plan_round(
         }
         match (d.action, d.record) {
             (Action::Keep, _) => out.unchanged += 1,
-            (action, Some(record)) => plan.push(local.get(&r.path).cloned(), action, record),
+            (action, Some(record)) => {
+                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy));
+                plan.push(local.get(&r.path).cloned(), action, record, copy_taken)
+            }
             (_, None) => out.unchanged += 1,
         }
     }
