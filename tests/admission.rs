@@ -84,8 +84,8 @@ async fn raw_guess(port: u16, source: Ipv4Addr, ending: Ending) -> Outcome {
         other => panic!("expected a reply or rate_limited, got {other:?}"),
     };
     let hello = Message::Hello(Hello {
-        version: 2,
-        min_version: 2,
+        version: ssp::PROTOCOL_VERSION,
+        min_version: ssp::PROTOCOL_VERSION,
         software: "guesser".into(),
     });
     // A refused source may be closed before it gets to write anything.

@@ -339,7 +339,9 @@ async fn version_mismatch_names_both_versions() {
         Some(Ok(Message::Error(e))) => {
             assert_eq!(e.code, ErrorCode::VersionMismatch);
             assert!(
-                e.message.contains("speaks 2") && e.message.contains("speaks 1"),
+                e.message
+                    .contains(&format!("speaks {}", ssp::PROTOCOL_VERSION))
+                    && e.message.contains("speaks 1"),
                 "{}",
                 e.message
             );

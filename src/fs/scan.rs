@@ -590,8 +590,28 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Scans as a folder model does: against the store, committing what changed.
+    fn scan_commit(root: &Path, store: &IndexStore, device: DeviceId) -> ScanResult {
+        let mut seq = store.sequence().unwrap();
+        let scan = scan_versioned(
+            root,
+            ScanContext {
+                previous: store.load().unwrap(),
+                device: Some(device),
+                ignored: &|_, _| false,
+                sequence: &mut seq,
+                now_ns: 99,
+            },
+        )
+        .unwrap();
+        store.commit(&scan.changed, &[], seq).unwrap();
+        scan
+    }
+
     #[test]
-    fn scan_reuses_cached_hashes_and_notices_changes() {
+    fn scan_reuses_cached_hashes_and_versions_each_local_change() {
+        use crate::index::EntryKind;
+        let me = DeviceId(7);
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -599,34 +619,76 @@ mod tests {
         std::fs::write(root.join("two"), b"22").unwrap();
         std::fs::write(root.join(".ssp-part-xyz"), b"partial").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("two", root.join("inside")).unwrap();
         let store = IndexStore::open(root).unwrap();
+        let by_path = |s: &ScanResult, p: &str| s.files.iter().find(|r| r.path == p).cloned();
 
-        let first = scan_folder(root, Some(&store)).unwrap();
-        let paths: Vec<_> = first.files.iter().map(|f| f.path.as_str()).collect();
+        let first = scan_commit(root, &store, me);
+        let paths: Vec<_> = first
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.kind))
+            .collect();
         assert_eq!(
             paths,
-            ["a/b/one", "two"],
-            "symlinks, temp files and .ssp are not listed"
+            [
+                ("a", EntryKind::Dir),
+                ("a/b", EntryKind::Dir),
+                ("a/b/one", EntryKind::File),
+                ("inside", EntryKind::Symlink),
+                ("two", EntryKind::File),
+            ],
+            "folders and inside symlinks are records; outside symlinks, temp files and .ssp not"
+        );
+        assert_eq!(
+            first.skipped.len(),
+            1,
+            "the outside symlink is named: {:?}",
+            first.skipped
         );
         assert_eq!(first.hashed, 2);
         assert_eq!(first.parts.len(), 1);
-        assert_eq!(first.files[0].hash, Hash(*blake3::hash(b"1").as_bytes()));
+        let one = by_path(&first, "a/b/one").unwrap();
+        assert_eq!(one.hash, Hash(*blake3::hash(b"1").as_bytes()));
+        assert_eq!(
+            one.version.counter(me),
+            1,
+            "a new file gets a first version"
+        );
+        assert_eq!(one.modified_by, Some(me));
 
-        let second = scan_folder(root, Some(&store)).unwrap();
+        let second = scan_commit(root, &store, me);
         assert_eq!(second.hashed, 0, "unchanged files are not re-hashed");
+        assert!(second.changed.is_empty(), "and get no new version");
 
         std::fs::write(root.join("two"), b"333").unwrap();
         std::fs::set_permissions(root.join("a/b/one"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
-        let third = scan_folder(root, Some(&store)).unwrap();
+        let third = scan_commit(root, &store, me);
         assert_eq!(third.hashed, 1);
-        assert!(third.files[0].executable);
+        let one_now = by_path(&third, "a/b/one").unwrap();
+        assert!(one_now.executable);
+        assert!(
+            one_now.version.counter(me) > one.version.counter(me),
+            "a mode change is a change"
+        );
+        let two = by_path(&third, "two").unwrap();
+        assert!(two.sequence > one.sequence, "sequence numbers grow");
 
         std::fs::remove_file(root.join("two")).unwrap();
-        let fourth = scan_folder(root, Some(&store)).unwrap();
-        assert_eq!(fourth.files.len(), 1);
-        let tomb = &store.load().unwrap()["two"];
+        let fourth = scan_commit(root, &store, me);
+        let tomb = by_path(&fourth, "two").unwrap();
         assert!(tomb.deleted, "a vanished file leaves a tombstone");
+        assert!(
+            tomb.version.counter(me) > two.version.counter(me),
+            "with its own version"
+        );
+        assert!(store.load().unwrap()["two"].deleted, "committed");
+        assert_eq!(
+            scan_folder(root, Some(&store)).unwrap().files.len(),
+            1,
+            "listing: live files only"
+        );
     }
 
     /// Hashing runs on several threads; every record must still get its own file's hash.

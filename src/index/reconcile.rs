@@ -288,11 +288,11 @@ fn metadata_action(local: &FileRecord, record: &FileRecord) -> Action {
 fn held(remote: &FileRecord, umask: u32) -> FileRecord {
     let mut record = remote.clone();
     if !remote.deleted && remote.kind != EntryKind::Symlink {
-        let mode = match remote.mode & 0o777 {
-            // A record from before `mode` existed: derive it from the executable flag.
-            0 if remote.executable || remote.kind == EntryKind::Dir => 0o755,
-            0 => 0o644,
-            m => m,
+        // A peer's record has real permission bits (`from_entry` derived them for a peer that
+        // sent none): 0o000 is a real mode and stays one. Folder modes do not travel.
+        let mode = match (remote.kind, remote.mode & 0o777) {
+            (EntryKind::Dir, 0) => 0o755,
+            (_, m) => m,
         };
         record.set_mode(mode & !umask);
     }
@@ -658,8 +658,7 @@ mod tests {
             ("umask 002 keeps group write", EntryKind::File, Some(0o664), 0o664, false, 0o002, Do::Adopt, 0o664),
             ("our 0644 under umask 002 is not the peer's 0664", EntryKind::File, Some(0o644), 0o664, false, 0o002, Do::Touch, 0o664),
             ("umask 077 narrows a fetched file", EntryKind::File, None, 0o755, true, 0o077, Do::Apply(Fetch), 0o700),
-            ("an old record without mode, executable", EntryKind::File, Some(0o755), 0, true, 0o022, Do::Adopt, 0o755),
-            ("an old record without mode", EntryKind::File, Some(0o644), 0, false, 0o022, Do::Adopt, 0o644),
+            ("mode 0000 is a real mode, never widened", EntryKind::File, None, 0, false, 0o022, Do::Apply(Fetch), 0),
             ("a 0777 dir is 0755 here", EntryKind::Dir, Some(0o755), 0o777, true, 0o022, Do::Adopt, 0o755),
             ("an old dir record without mode", EntryKind::Dir, None, 0, false, 0o022, Do::Apply(MakeDir), 0o755),
         ];

@@ -113,7 +113,12 @@ impl Link {
             };
             match msg {
                 Message::Heartbeat => {}
-                Message::FileRequest(r) => self.serve(r).await?,
+                Message::FileRequest(r) => {
+                    if let Err(e) = self.serve(r).await {
+                        self.refuse(&e).await;
+                        return Err(e);
+                    }
+                }
                 Message::Error(e) if e.id.is_none() => return Err(remote_error(e)),
                 m => return Ok(m),
             }
@@ -137,6 +142,14 @@ impl Link {
                 Message::Heartbeat => {}
                 Message::FileRequest(r) => {
                     if let Err(e) = self.serve_now(r) {
+                        // Said to the peer by the caller's next `fail` (this path cannot wait).
+                        let code = match &e {
+                            Error::BadPath { .. } => ErrorCode::BadPath,
+                            _ => ErrorCode::BadMessage,
+                        };
+                        let _ = self
+                            .out
+                            .try_send(Message::Error(ErrorMsg::fatal(code, e.to_string())));
                         return Some(Err(e));
                     }
                 }
@@ -148,6 +161,16 @@ impl Link {
 
     async fn serve(&mut self, r: FileRequest) -> Result<()> {
         self.serve_now(r)
+    }
+
+    /// Tells the peer why its request ends the session.
+    async fn refuse(&self, e: &Error) {
+        let code = match e {
+            Error::BadPath { .. } => ErrorCode::BadPath,
+            _ => ErrorCode::BadMessage,
+        };
+        tracing::warn!("hostile request: {e}");
+        self.fail(code, e.to_string()).await;
     }
 
     /// Hands one peer request to the reader thread, or answers it with an ERROR for that id

@@ -799,7 +799,10 @@ pub(crate) async fn fetch_all(
     hooks: &PullHooks<'_>,
     peer_done: &mut bool,
 ) -> Result<Fetched> {
-    let mut out = Fetched::default();
+    let mut out = Fetched {
+        files_total: fetches.len() as u64,
+        ..Default::default()
+    };
     // Files this folder cannot hold fail alone, before any folder of theirs is created.
     let root_bytes = folder.root().as_os_str().len();
     fetches.retain(|f| match fits_locally(root_bytes, &f.rel) {
@@ -810,7 +813,6 @@ pub(crate) async fn fetch_all(
             false
         }
     });
-    out.files_total = fetches.len() as u64;
     // The index's sizes were summed with checks as it arrived; these are a subset.
     out.bytes_total = fetches
         .iter()
