@@ -272,6 +272,10 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             if e.depth() == 1 && e.file_name().to_str().is_some_and(super::is_metadata_name) {
                 return false;
             }
+            // Temp files are never synced, but the scan lists them (to resume or remove them).
+            if e.file_name().to_str().is_some_and(is_part_name) {
+                return true;
+            }
             match rel_string(root, e.path()) {
                 Some(rel) => !ignored(&rel, e.file_type().is_dir()),
                 None => true,

@@ -29,6 +29,28 @@ pub struct Folder {
     state: Mutex<u64>,
     /// One client sync of this folder at a time.
     sync_running: tokio::sync::Mutex<()>,
+    /// Temp files (relative paths) that rounds of this folder are writing now: never stale.
+    writing: Mutex<HashMap<String, usize>>,
+}
+
+/// Temp files a round is writing, registered with the folder until dropped.
+pub(crate) struct Writing<'a> {
+    folder: &'a Folder,
+    parts: Vec<String>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut w = self.folder.writing.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &self.parts {
+            if let Some(n) = w.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(p);
+                }
+            }
+        }
+    }
 }
 
 fn now_ns() -> i64 {
@@ -68,6 +90,7 @@ impl Folder {
             store,
             state: Mutex::new(sequence),
             sync_running: tokio::sync::Mutex::new(()),
+            writing: Mutex::default(),
         });
         open.push((root, Arc::downgrade(&folder)));
         Ok(folder)
@@ -81,6 +104,24 @@ impl Folder {
     /// This replica's device ID.
     pub fn device(&self) -> DeviceId {
         self.device
+    }
+
+    /// Registers temp files a round is about to write (until the guard drops).
+    pub(crate) fn writing(&self, parts: Vec<String>) -> Writing<'_> {
+        let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &parts {
+            *w.entry(p.clone()).or_insert(0) += 1;
+        }
+        Writing {
+            folder: self,
+            parts,
+        }
+    }
+
+    /// Whether a round of this folder is writing the temp file `part`.
+    pub(crate) fn is_writing(&self, part: &str) -> bool {
+        let w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        w.contains_key(part)
     }
 
     /// Takes the folder for one client sync, or fails at once if another sync has it.

@@ -38,9 +38,6 @@ const WRITE_QUEUE: usize = 4;
 /// goes in one hand-over: one thread wake-up per batch, not per small file).
 const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// A temp file of content the server no longer offers is deleted once it has not been touched
-/// for this long (younger ones may belong to a sync still running in another process).
-const STALE_PART_AGE_S: u64 = 15 * 60;
 
 /// A path's current state on disk, as the plan saw it: the finish step replaces nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -833,14 +830,18 @@ pub(crate) async fn fetch_all(
         .filter(|p| p.resumable)
         .map(|p| (p.rel.clone(), p.len))
         .collect();
-    let wanted: HashSet<&str> = fetches.iter().map(|f| f.part_rel.as_str()).collect();
-    let stale: Vec<String> = parts
-        .iter()
-        .filter(|p| !wanted.contains(p.rel.as_str()))
-        .map(|p| p.rel.clone())
-        .collect();
+    let writing = folder.writing(fetches.iter().map(|f| f.part_rel.clone()).collect());
     let (received, failures, bytes) =
         transfer(link, folder, fetches, &resumable, cfg, hooks, peer_done).await?;
+    drop(writing);
+    // Temp files no fetch of ours or of another round of this folder is writing can never be
+    // resumed (their name holds content no longer wanted): no other process syncs the folder
+    // (its store is ours), so they go now.
+    let stale: Vec<String> = parts
+        .iter()
+        .filter(|p| !folder.is_writing(&p.rel))
+        .map(|p| p.rel.clone())
+        .collect();
     if !stale.is_empty() {
         let root = folder.root().to_path_buf();
         let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&root, &stale)).await;
@@ -851,11 +852,11 @@ pub(crate) async fn fetch_all(
     Ok(out)
 }
 
-/// Deletes temp files left by interrupted syncs of content the server no longer offers (their
-/// name holds the content hash, so no later sync would resume them), once they are old enough.
+/// Deletes temp files left by interrupted syncs of content no longer wanted (their name holds
+/// the content hash, so no later sync would resume them).
 /// `parts` are relative to `root`; folders are opened without following symlinks.
 fn remove_stale_parts(root: &std::path::Path, parts: &[String]) {
-    let max_age = Duration::from_secs(STALE_PART_AGE_S);
+    let max_age = Duration::ZERO;
     let mut writes = match WriteRoot::open(root) {
         Ok(w) => w,
         Err(e) => return tracing::warn!("cannot remove stale temp files: {e}"),
