@@ -414,8 +414,16 @@ async fn a_second_sync_of_the_same_folder_is_refused_at_once() {
 async fn no_temp_file_remains_after_a_successful_sync() {
     let p = Pair::new(&[("a.txt", "current content")]).await;
     // Left by interrupted syncs of content nobody offers any more: one old, one just made.
-    write(p.c(), "sub/.ssp-part-000000000000000000000000-1111111111111111", b"old partial");
-    write(p.c(), ".ssp-part-222222222222222222222222-3333333333333333", b"recent partial");
+    write(
+        p.c(),
+        "sub/.ssp-part-000000000000000000000000-1111111111111111",
+        b"old partial",
+    );
+    write(
+        p.c(),
+        ".ssp-part-222222222222222222222222-3333333333333333",
+        b"recent partial",
+    );
     p.sync().await;
     let left: Vec<String> = walkdir::WalkDir::new(p.c())
         .into_iter()
@@ -425,5 +433,47 @@ async fn no_temp_file_remains_after_a_successful_sync() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(read(p.c(), "a.txt"), "current content");
+    p.server.stop().await;
+}
+
+#[tokio::test]
+async fn names_that_would_clobber_each_other_elsewhere_are_held_back_and_reported() {
+    let p = Pair::new(&[
+        ("Readme.md", "capital"),
+        ("readme.md", "lower"),
+        ("ok.txt", "fine"),
+    ])
+    .await;
+    // An NFD name (e + combining acute) is not the wire's form.
+    write(p.s(), "cafe\u{301}.txt", b"nfd");
+    write(p.s(), "a:b", b"colon");
+    let client = p.sync().await;
+    let report = client.report();
+    assert_eq!(tree(p.c()), ["Readme.md", "a:b", "ok.txt"], "{report:?}");
+    let skipped: Vec<&str> = report.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert!(
+        skipped.is_empty(),
+        "the server held them back, the client saw none: {skipped:?}"
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.path == "a:b" && w.reason.contains("Windows")),
+        "{:?}",
+        report.warnings
+    );
+    // The client's own clash is named in its report.
+    write(p.c(), "OK.TXT", b"shouting");
+    let report = p.sync().await.report();
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.path == "ok.txt" || s.path == "OK.TXT"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(read(p.s(), "ok.txt"), "fine", "nothing was clobbered");
     p.server.stop().await;
 }

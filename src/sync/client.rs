@@ -99,6 +99,8 @@ impl ConflictReport {
 pub struct SyncReport {
     pub conflicts: Vec<ConflictReport>,
     pub skipped: Vec<Skipped>,
+    /// Entries synced with a caveat (names Windows cannot hold).
+    pub warnings: Vec<Skipped>,
     /// (path, reason) of changes that failed.
     pub failed: Vec<(String, String)>,
 }
@@ -324,6 +326,7 @@ impl Client {
                 *lock(&self.report) = SyncReport {
                     conflicts: out.conflicts.iter().map(ConflictReport::from).collect(),
                     skipped: out.skipped.clone(),
+                    warnings: out.warnings.clone(),
                     failed: out.failures.clone(),
                 };
                 for c in &out.conflicts {

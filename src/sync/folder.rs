@@ -41,7 +41,11 @@ pub(crate) struct Writing<'a> {
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        let mut w = self.folder.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self
+            .folder
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for p in &self.parts {
             if let Some(n) = w.get_mut(p) {
                 *n -= 1;

@@ -5,7 +5,7 @@
 //!
 //! Each side only ever changes its own folder: what the other side must apply, it pulls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use super::folder::Folder;
 use super::link::Link;
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
-use crate::fs::{umask, ScanResult, Skipped};
+use crate::fs::{clashes, to_wire, umask, windows_problem, ScanResult, Skipped};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
@@ -46,6 +46,8 @@ pub(crate) struct RoundOutcome {
     pub conflicts: Vec<Conflict>,
     /// Entries not synced, with why (ours from the scan, the peer's from planning).
     pub skipped: Vec<Skipped>,
+    /// Entries synced with a caveat (a name Windows cannot hold).
+    pub warnings: Vec<Skipped>,
     /// (path, reason) of changes that failed.
     pub failures: Vec<(String, String)>,
     /// The peer's device ID.
@@ -139,11 +141,12 @@ async fn round(
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
-    let scan = scan_with_heartbeats(link, folder, cfg).await?;
+    let mut scan = scan_with_heartbeats(link, folder, cfg).await?;
     let mut out = RoundOutcome {
         skipped: scan.skipped.clone(),
         ..Default::default()
     };
+    let held_back = check_local_names(&mut scan.files, &mut out);
     // What the peer may request from us: our live files as indexed.
     {
         let mut offered = super::server::lock(&link.offered);
@@ -201,6 +204,7 @@ async fn round(
             ConflictRule::PeerWins
         };
         let ignore = folder.ignore_rules()?;
+        let remote = check_peer_names(remote, &local, &held_back, &mut out);
         let plan = plan_round(&local, remote, rule, &ignore, &mut out);
         if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
@@ -236,6 +240,127 @@ async fn round(
         }
     }
     Ok(out)
+}
+
+/// Names are checked before they travel: a name not in Unicode NFC (the wire's one normal
+/// form) or differing from another only in case or normalisation (one file on Windows and
+/// macOS) is held back and reported; a name Windows cannot hold is synced with a warning.
+/// Returns the held-back paths (their records stay here; the peer does not see them).
+fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> HashSet<String> {
+    let mut held = HashSet::new();
+    for r in files.iter().filter(|r| !r.deleted) {
+        if to_wire(&r.path) != r.path.as_str() {
+            held.insert(r.path.clone());
+            out.skipped.push(Skipped {
+                path: r.path.clone(),
+                reason: "its name is not in Unicode NFC, the form names travel in (rename it to \
+                         sync it)"
+                    .into(),
+            });
+        }
+    }
+    let live = files
+        .iter()
+        .filter(|r| !r.deleted && !held.contains(&r.path))
+        .map(|r| r.path.as_str());
+    for clash in clashes(live) {
+        let (keep, rest) = match clash.paths().split_first() {
+            Some(x) => x,
+            None => continue,
+        };
+        for p in rest {
+            held.insert(p.clone());
+            out.skipped.push(Skipped {
+                path: p.clone(),
+                reason: format!(
+                    "differs from {keep:?} only in case or Unicode form: one file on Windows and \
+                     macOS, so it is not synced (rename one of them)"
+                ),
+            });
+        }
+    }
+    for r in files
+        .iter()
+        .filter(|r| !r.deleted && !held.contains(&r.path))
+    {
+        if let Some(why) = windows_problem(&r.path) {
+            out.warnings.push(Skipped {
+                path: r.path.clone(),
+                reason: format!("synced, but cannot exist on Windows: {why}"),
+            });
+        }
+    }
+    files.retain(|r| !held.contains(&r.path));
+    held
+}
+
+/// Drops (and reports) peer entries whose names are not NFC or would clash here with another
+/// name (case or normalisation), so none is ever written over another.
+fn check_peer_names(
+    remote: Vec<FileRecord>,
+    local: &HashMap<String, FileRecord>,
+    held: &HashSet<String>,
+    out: &mut RoundOutcome,
+) -> Vec<FileRecord> {
+    let mut drop: HashSet<String> = HashSet::new();
+    for r in &remote {
+        // Held back here: whatever the peer has at that name waits until it is renamed.
+        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
+            drop.insert(r.path.clone());
+        }
+    }
+    let ours = local
+        .values()
+        .filter(|r| !r.deleted)
+        .map(|r| r.path.as_str())
+        .chain(held.iter().map(String::as_str));
+    let theirs = remote
+        .iter()
+        .filter(|r| !r.deleted && !drop.contains(&r.path))
+        .map(|r| r.path.as_str());
+    let mine: HashSet<&str> = local
+        .values()
+        .filter(|r| !r.deleted)
+        .map(|r| r.path.as_str())
+        .chain(held.iter().map(String::as_str))
+        .collect();
+    let all: HashSet<&str> = ours.chain(theirs).collect();
+    for clash in clashes(all.iter().copied()) {
+        // What we hold stays; of names only the peer has, the first one is taken.
+        let keep = clash
+            .paths()
+            .iter()
+            .find(|p| mine.contains(p.as_str()))
+            .or_else(|| clash.paths().first())
+            .cloned();
+        for p in clash.paths() {
+            if Some(p) != keep.as_ref() && !mine.contains(p.as_str()) {
+                drop.insert(p.clone());
+            }
+        }
+    }
+    let (kept, dropped): (Vec<_>, Vec<_>) =
+        remote.into_iter().partition(|r| !drop.contains(&r.path));
+    for r in kept
+        .iter()
+        .filter(|r| !r.deleted && !local.contains_key(&r.path))
+    {
+        if let Some(why) = windows_problem(&r.path) {
+            out.warnings.push(Skipped {
+                path: r.path.clone(),
+                reason: format!("synced, but cannot exist on Windows: {why}"),
+            });
+        }
+    }
+    for r in dropped.into_iter().filter(|r| !r.deleted) {
+        out.skipped.push(Skipped {
+            reason: "the peer's name is not NFC or differs from another only in case or \
+                     Unicode form; not written, so no file is clobbered"
+                .into(),
+            path: r.path,
+        });
+    }
+    kept
 }
 
 /// Decides every path of the peer's index against ours.
