@@ -36,6 +36,9 @@ pub struct ScanResult {
     /// Entries not synced, each with why (unsupported type, unreadable, a name that cannot be
     /// synced, a symlink pointing outside, changing while scanned).
     pub skipped: Vec<Skipped>,
+    /// The folder's sequence number once this scan's changes were committed: `files` is
+    /// complete up to it.
+    pub sequence: u64,
 }
 
 /// An entry the scan did not take into the index, and why.

@@ -346,6 +346,7 @@ mod tests {
                     device: crate::index::DeviceId(0),
                     read_only: false,
                     allow_mass_delete: false,
+                    known: Default::default(),
                 }),
                 32,
             ),

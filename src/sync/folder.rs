@@ -199,12 +199,28 @@ impl Folder {
         }
         self.store.commit(&scan.changed, &expired, next)?;
         *seq = next;
+        scan.sequence = next;
         Ok(scan)
     }
 
     /// Stores records of changes applied here; see [`Held::commit`].
     pub fn commit(&self, records: Vec<FileRecord>, local: bool) -> Result<Vec<FileRecord>> {
         self.hold().commit(records, local)
+    }
+
+    /// For each peer: the sequence up to which its index is applied here.
+    pub fn known_peers(&self) -> Result<std::collections::BTreeMap<DeviceId, u64>> {
+        Ok(self.store.peer_sequences()?.into_iter().collect())
+    }
+
+    /// Records that `peer`'s index is applied here up to `sequence`.
+    pub fn set_known(&self, peer: DeviceId, sequence: u64) -> Result<()> {
+        self.store.set_peer_sequence(peer, sequence)
+    }
+
+    /// The last sequence number given to a change here.
+    pub fn sequence(&self) -> u64 {
+        *self.lock_state()
     }
 
     /// The folder's ignore rules (`.sspignore` and the built-in ones), read now.

@@ -26,6 +26,7 @@ use crate::net::remote_error;
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
     peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
+    SyncComplete,
     INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
@@ -786,7 +787,7 @@ pub(crate) struct Fetched {
 
 /// Fetches `fetches` from the peer with pipelined requests (serving its requests meanwhile),
 /// writing each through a temp file that is verified and finished only onto what the plan
-/// saw. `peer_done` is set if the peer's SYNC_COMPLETE arrives meanwhile.
+/// saw. `peer_done` gets the peer's SYNC_COMPLETE if it arrives meanwhile.
 pub(crate) async fn fetch_all(
     link: &mut Link,
     folder: &Arc<Folder>,
@@ -794,7 +795,7 @@ pub(crate) async fn fetch_all(
     parts: &[PartFile],
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut bool,
+    peer_done: &mut Option<SyncComplete>,
 ) -> Result<Fetched> {
     let mut out = Fetched {
         files_total: fetches.len() as u64,
@@ -880,7 +881,7 @@ async fn transfer(
     parts: &HashMap<String, u64>,
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut bool,
+    peer_done: &mut Option<SyncComplete>,
 ) -> Result<Transferred> {
     let (chunk_size, patience) = (cfg.chunk_size, cfg.limits.progress_timeout);
     if fetches.is_empty() {
@@ -1008,7 +1009,7 @@ async fn transfer(
                                 batch.push(WriteCmd::Fail { id, reason: format!("the peer: {}", peer_text(&message)) });
                             }
                             Ok(Message::Error(e)) => return Err(remote_error(e)),
-                            Ok(Message::SyncComplete(_)) if !*peer_done => *peer_done = true,
+                            Ok(Message::SyncComplete(c)) if peer_done.is_none() => *peer_done = Some(c),
                             Ok(m) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
                             Err(e) => return Err(e),
                         }

@@ -17,6 +17,7 @@ use crate::fs::{clashes, to_wire, umask, windows_problem, ScanResult, Skipped};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
+    MAX_KNOWN_PEERS,
     SCAN_HEARTBEAT_INTERVAL_MS,
 };
 
@@ -63,11 +64,18 @@ pub(crate) async fn client_round(
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
+    let known = {
+        let f = Arc::clone(folder);
+        tokio::task::spawn_blocking(move || f.known_peers())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??
+    };
     link.send(Message::SyncRequest(SyncRequest {
         mode,
         device: folder.device(),
         read_only: false,
         allow_mass_delete: cfg.allow_mass_delete,
+        known: known.into_iter().take(MAX_KNOWN_PEERS).collect(),
     }))
     .await?;
     let reply = match link.next(patience, "the server's SYNC_REQUEST").await? {
@@ -80,7 +88,11 @@ pub(crate) async fn client_round(
     };
     let i_pull = mode.client_pulls();
     let peer_pulls = mode.server_pulls() && !reply.read_only;
-    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    let peer = Peer {
+        device: reply.device,
+        knows: reply.known.get(&folder.device()).copied().unwrap_or(0),
+    };
+    let mut out = round(link, folder, i_pull, peer_pulls, peer, cfg, hooks).await?;
     out.peer_device = Some(reply.device);
     if reply.read_only && mode.server_pulls() {
         note_read_only(&mut out);
@@ -105,11 +117,30 @@ pub(crate) async fn server_round(
             message: why.into(),
         });
     }
+    if request.known.len() > MAX_KNOWN_PEERS {
+        let e = Error::protocol(format!(
+            "a SYNC_REQUEST naming more than {MAX_KNOWN_PEERS} peers"
+        ));
+        link.fail(ErrorCode::BadMessage, e.to_string()).await;
+        return Err(e);
+    }
+    let ours = {
+        let f = Arc::clone(folder);
+        tokio::task::spawn_blocking(move || f.known_peers())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??
+    };
+    let known = ours
+        .get(&request.device)
+        .map(|&seq| (request.device, seq))
+        .into_iter()
+        .collect();
     link.send(Message::SyncRequest(SyncRequest {
         mode: request.mode,
         device: folder.device(),
         read_only,
         allow_mass_delete: false,
+        known,
     }))
     .await?;
     let mut cfg = cfg.clone();
@@ -117,7 +148,11 @@ pub(crate) async fn server_round(
     let cfg = &cfg;
     let i_pull = request.mode.server_pulls() && !read_only;
     let peer_pulls = request.mode.client_pulls();
-    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    let peer = Peer {
+        device: request.device,
+        knows: request.known.get(&folder.device()).copied().unwrap_or(0),
+    };
+    let mut out = round(link, folder, i_pull, peer_pulls, peer, cfg, hooks).await?;
     out.peer_device = Some(request.device);
     Ok(out)
 }
@@ -131,12 +166,21 @@ fn note_read_only(out: &mut RoundOutcome) {
     });
 }
 
+/// The other end of a round.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    device: crate::index::DeviceId,
+    /// The sequence up to which it applied our index: we send only records changed since.
+    knows: u64,
+}
+
 /// The round both ends run once the modes are agreed.
 async fn round(
     link: &mut Link,
     folder: &Arc<Folder>,
     i_pull: bool,
     peer_pulls: bool,
+    peer: Peer,
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
@@ -162,8 +206,13 @@ async fn round(
     }
     // Send ours and receive theirs at once: both may be large, and neither side may wait for
     // the other to finish sending before it reads.
+    // Only what changed since the peer last applied our index (everything the first time).
     let entries: Vec<_> = if peer_pulls {
-        scan.files.iter().map(FileRecord::to_entry).collect()
+        scan.files
+            .iter()
+            .filter(|r| r.sequence > peer.knows || peer.knows > scan.sequence)
+            .map(FileRecord::to_entry)
+            .collect()
     } else {
         Vec::new()
     };
@@ -191,7 +240,8 @@ async fn round(
     };
     let (_, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
     let remote = remote?;
-    let mut peer_done = false;
+    let mut peer_done: Option<SyncComplete> = None;
+    let skipped_before = out.skipped.len();
     if i_pull {
         let local: HashMap<String, FileRecord> = scan
             .files
@@ -210,9 +260,10 @@ async fn round(
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
         }
-        let ScanResult { parts, .. } = scan;
+        let parts = std::mem::take(&mut scan.parts);
         let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
-        let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
+        let fetched =
+            fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
         out.files_total = fetched.files_total;
         out.bytes_total = fetched.bytes_total;
         out.files_received = fetched.received;
@@ -224,11 +275,15 @@ async fn round(
         files: out.files_received,
         bytes: out.bytes_received,
         failed: out.failures.len() as u64,
+        sequence: scan.sequence,
     }))
     .await?;
-    while !peer_done {
+    let done = loop {
+        if let Some(done) = peer_done.take() {
+            break done;
+        }
         match link.next(patience, "the peer to finish").await? {
-            Message::SyncComplete(_) => peer_done = true,
+            Message::SyncComplete(c) => peer_done = Some(c),
             m => {
                 let e = Error::protocol(format!(
                     "unexpected {:?} at the end of a round",
@@ -238,6 +293,16 @@ async fn round(
                 return Err(e);
             }
         }
+    };
+    // Everything of the peer's index was applied (nothing failed, nothing held back): next
+    // round it sends only what changed after this.
+    let clean = out.failures.is_empty() && out.skipped.len() == skipped_before;
+    if i_pull && clean {
+        let f = Arc::clone(folder);
+        let (device, seq) = (peer.device, done.sequence);
+        tokio::task::spawn_blocking(move || f.set_known(device, seq))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??;
     }
     Ok(out)
 }
