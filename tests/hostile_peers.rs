@@ -474,7 +474,7 @@ async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
         device: common::PEER_DEVICE,
         read_only: false,
         allow_mass_delete: false,
-            known: Default::default(),
+        known: Default::default(),
     }))
     .await
     .unwrap();

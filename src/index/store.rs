@@ -123,7 +123,11 @@ impl IndexStore {
         let mut out = Vec::new();
         for item in table.range("peer:".."peer;").map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
-            if let Some(d) = k.value().strip_prefix("peer:").and_then(super::DeviceId::parse) {
+            if let Some(d) = k
+                .value()
+                .strip_prefix("peer:")
+                .and_then(super::DeviceId::parse)
+            {
                 out.push((d, v.value()));
             }
         }

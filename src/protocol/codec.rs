@@ -366,6 +366,7 @@ mod tests {
                     files: 2,
                     bytes: 6,
                     failed: 0,
+                    sequence: 0,
                 }),
                 49,
             ),

@@ -26,8 +26,7 @@ use crate::net::remote_error;
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
     peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
-    SyncComplete,
-    INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
+    SyncComplete, INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
 /// Files requested ahead of the one being received. Requests go out in batches: once half the
@@ -280,6 +279,11 @@ impl LocalPlan {
             record,
             copy_taken,
         });
+    }
+
+    /// Paths the plan changes.
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 
     /// Live local files the plan deletes.

@@ -17,8 +17,7 @@ use crate::fs::{clashes, to_wire, umask, windows_problem, ScanResult, Skipped};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
-    MAX_KNOWN_PEERS,
-    SCAN_HEARTBEAT_INTERVAL_MS,
+    MAX_KNOWN_PEERS, SCAN_HEARTBEAT_INTERVAL_MS,
 };
 
 /// How one side takes part in rounds (from its own config).
@@ -256,14 +255,19 @@ async fn round(
         let ignore = folder.ignore_rules()?;
         let remote = check_peer_names(remote, &local, &held_back, &mut out);
         let plan = plan_round(&local, remote, rule, &ignore, &mut out);
+        // Files this round leaves as they are (most of them: the peer sent only its changes).
+        let live = local
+            .values()
+            .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+            .count();
+        out.unchanged = live.saturating_sub(plan.len()) as u64;
         if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
         }
         let parts = std::mem::take(&mut scan.parts);
         let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
-        let fetched =
-            fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
+        let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
         out.files_total = fetched.files_total;
         out.bytes_total = fetched.bytes_total;
         out.files_received = fetched.received;
@@ -453,12 +457,12 @@ fn plan_round(
             out.conflicts.push(c);
         }
         match (d.action, d.record) {
-            (Action::Keep, _) => out.unchanged += 1,
+            (Action::Keep, _) => {}
             (action, Some(record)) => {
                 let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy));
                 plan.push(local.get(&r.path).cloned(), action, record, copy_taken)
             }
-            (_, None) => out.unchanged += 1,
+            (_, None) => {}
         }
     }
     plan
