@@ -356,8 +356,14 @@ fn tune_allocator_for_transfers() -> bool {
 #[pyfunction]
 fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
     let scanned = py.detach(move || {
+        // Through the folder's one model (shared with a server or client of it in this
+        // process); a scan records local changes exactly as the next sync's would.
         let folder = crate::sync::Folder::open(&folder, false)?;
-        folder.scan()
+        let keep = crate::sync::days(crate::sync::DEFAULT_TOMBSTONE_KEEP_DAYS);
+        let mut scan = folder.scan(false, keep)?;
+        scan.files
+            .retain(|r| !r.deleted && r.kind == crate::index::EntryKind::File);
+        Ok::<_, Error>(scan)
     });
     let scanned = scanned.map_err(to_py)?;
     Ok(scanned

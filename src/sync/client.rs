@@ -308,10 +308,10 @@ impl Client {
         }
         .map_err(sanitize_error);
         let elapsed = started.elapsed().as_secs_f64();
-        let mut s = lock(&self.stats);
-        s.sync_duration = elapsed;
+        lock(&self.stats).sync_duration = elapsed;
         match result {
             Ok(out) => {
+                let mut s = lock(&self.stats);
                 s.files_received = s.files_received.saturating_add(out.files_received);
                 s.bytes_received = s.bytes_received.saturating_add(out.bytes_received);
                 s.files_sent = self.served.files.load(Ordering::Relaxed);
@@ -373,8 +373,7 @@ impl Client {
                 Ok(snapshot)
             }
             Err(e) => {
-                s.last_error = Some(e.to_string());
-                drop(s);
+                lock(&self.stats).last_error = Some(e.to_string());
                 // The stream is in an unknown state after a failed sync: start afresh next time.
                 if let Some(link) = slot.take() {
                     link.close().await;
@@ -471,6 +470,17 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    /// The bindings spawn syncs on the runtime's worker threads: the future must be `Send`
+    /// (a std mutex guard held across an await made it not, and only the bindings' build saw it).
+    #[test]
+    fn a_sync_can_run_on_any_runtime_thread() {
+        fn send<T: Send>(_: T) {}
+        let client = Client::new(ClientConfig::new("s", "/nonexistent", "127.0.0.1", 1));
+        send(client.sync(None));
+        send(client.conflicts());
+        send(client.versions(None));
+    }
+
     use super::*;
 
     /// The original's consumers compare these with numbers before any sync: they must be 0,
