@@ -573,3 +573,45 @@ async fn a_servers_words_reach_errors_and_events_escaped_and_capped() {
         }
     }
 }
+
+/// A file written here while its fetch is on the way is never overwritten: the finish step
+/// finds the target no longer what the plan saw (absent) and leaves it; the sync names it.
+#[tokio::test]
+async fn a_target_changed_here_during_the_fetch_is_left_alone() {
+    let base = tempfile::tempdir().unwrap();
+    let target = base.path().join("f");
+    let mine = target.clone();
+    let (port, server) = fake_server(move |mut conn| async move {
+        sync_requested(&mut conn).await;
+        let idx = FileIndex {
+            entries: vec![entry("f", b"theirs")],
+            last: true,
+        };
+        conn.writer.send(Message::FileIndex(idx)).await.unwrap();
+        while let Some(Ok(msg)) = conn.reader.next().await {
+            let reply = match msg {
+                Message::FileRequest(r) => {
+                    // The user saves their own `f` between the plan and the finish.
+                    std::fs::write(&mine, b"my own edit").unwrap();
+                    Message::FileChunk(FileChunk {
+                        id: r.id,
+                        offset: 0,
+                        last: true,
+                        data: Bytes::from_static(b"theirs"),
+                    })
+                }
+                Message::SyncComplete(c) => Message::SyncComplete(c),
+                _ => continue,
+            };
+            if conn.writer.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let err = failing_sync(client(base.path(), port), "changed target").await;
+    assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
+    assert!(err.to_string().contains("changed here"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"my own edit");
+    let _ = server.await;
+}
