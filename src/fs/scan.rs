@@ -416,6 +416,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 target,
                 sequence: 0,
                 modified_by: None,
+                origin: None,
             };
             found.push(Found::Known(rec, cache.remove(rel.as_str())));
             continue;
@@ -496,6 +497,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                             target: None,
                             sequence: 0,
                             modified_by: None,
+                            origin: None,
                         };
                         versioned.keep(rec, prev);
                     }
@@ -530,6 +532,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
         }
         if !rec.deleted && versioned.device.is_some() {
             rec.deleted = true;
+            rec.origin = None;
             rec.size = 0;
             rec.mtime_ns = ctx.now_ns;
             rec.inode = 0;
@@ -573,6 +576,7 @@ impl Versioner<'_, '_> {
                 now.version = prev.version;
                 now.sequence = prev.sequence;
                 now.modified_by = prev.modified_by;
+                now.origin = prev.origin;
                 if now.kind == crate::index::EntryKind::Dir {
                     // Folder permission bits do not travel: a change of them is no new version.
                     now.mode = prev.mode;
@@ -584,6 +588,7 @@ impl Versioner<'_, '_> {
             }
             prev => {
                 now.version = prev.map(|p| p.version).unwrap_or_default();
+                now.origin = None;
                 self.bump(&mut now);
                 self.out.changed.push(now.clone());
                 self.out.files.push(now);

@@ -266,6 +266,7 @@ impl Held<'_> {
                 if local {
                     r.version.bump(device);
                     r.modified_by = Some(device);
+                    r.origin = None;
                 }
                 next += 1;
                 r.sequence = next;

@@ -210,6 +210,7 @@ async fn round(
         scan.files
             .iter()
             .filter(|r| r.sequence > peer.knows || peer.knows > scan.sequence)
+            .filter(|r| r.origin != Some(peer.device))
             .map(FileRecord::to_entry)
             .collect()
     } else {
@@ -242,11 +243,8 @@ async fn round(
     let mut peer_done: Option<SyncComplete> = None;
     let skipped_before = out.skipped.len();
     if i_pull {
-        let local: HashMap<String, FileRecord> = scan
-            .files
-            .iter()
-            .map(|r| (r.path.clone(), r.clone()))
-            .collect();
+        let local: HashMap<&str, &FileRecord> =
+            scan.files.iter().map(|r| (r.path.as_str(), r)).collect();
         let rule = if peer_pulls {
             ConflictRule::Deterministic
         } else {
@@ -254,7 +252,17 @@ async fn round(
         };
         let ignore = folder.ignore_rules()?;
         let remote = check_peer_names(remote, &local, &held_back, &mut out);
-        let plan = plan_round(&local, remote, rule, &ignore, &mut out);
+        let mut plan = plan_round(&local, remote, rule, &ignore, peer.device, &mut out);
+        if plan.writes_files() {
+            // Content already here, by hash: a renamed or copied file is copied, not fetched.
+            for r in scan
+                .files
+                .iter()
+                .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0)
+            {
+                plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
+            }
+        }
         // Files this round leaves as they are (most of them: the peer sent only its changes).
         let live = local
             .values()
@@ -367,7 +375,7 @@ fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> Has
 /// name (case or normalisation), so none is ever written over another.
 fn check_peer_names(
     remote: Vec<FileRecord>,
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     held: &HashSet<String>,
     out: &mut RoundOutcome,
 ) -> Vec<FileRecord> {
@@ -412,7 +420,7 @@ fn check_peer_names(
         remote.into_iter().partition(|r| !drop.contains(&r.path));
     for r in kept
         .iter()
-        .filter(|r| !r.deleted && !local.contains_key(&r.path))
+        .filter(|r| !r.deleted && !local.contains_key(r.path.as_str()))
     {
         if let Some(why) = windows_problem(&r.path) {
             out.warnings.push(Skipped {
@@ -434,33 +442,36 @@ fn check_peer_names(
 
 /// Decides every path of the peer's index against ours.
 fn plan_round(
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     remote: Vec<FileRecord>,
     rule: ConflictRule,
     ignore: &crate::fs::IgnoreRules,
+    peer: crate::index::DeviceId,
     out: &mut RoundOutcome,
 ) -> LocalPlan {
     let mask = umask();
     let mut plan = LocalPlan::default();
-    for r in local.values() {
-        if !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0 {
-            plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
-        }
-    }
+
     for r in remote {
         // Ignored here: neither fetched nor deleted, whatever the peer did.
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
             continue;
         }
-        let d = reconcile(local.get(&r.path), &r, rule, mask);
+        let here = local.get(r.path.as_str()).copied();
+        let d = reconcile(here, &r, rule, mask);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
         }
         match (d.action, d.record) {
             (Action::Keep, _) => {}
             (action, Some(record)) => {
-                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy));
-                plan.push(local.get(&r.path).cloned(), action, record, copy_taken)
+                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy.as_str()));
+                // Taken as the peer sent it: no need to send it back to that peer.
+                let mut record = record;
+                if record.version == r.version {
+                    record.origin = Some(peer);
+                }
+                plan.push(here.cloned(), action, record, copy_taken)
             }
             (_, None) => {}
         }
@@ -472,7 +483,7 @@ fn plan_round(
 /// and whose own guard was overridden, or a hostile one), unless allowed.
 fn guard_mass_deletion(
     folder: &Folder,
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     plan: &LocalPlan,
     cfg: &RoundConfig,
 ) -> Result<()> {
