@@ -468,6 +468,13 @@ impl Client {
     }
 }
 
+/// Runs disk work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+}
+
 #[cfg(test)]
 mod tests {
     /// The bindings spawn syncs on the runtime's worker threads: the future must be `Send`
@@ -492,11 +499,4 @@ mod tests {
             assert_eq!(fresh[key], serde_json::json!(0.0), "{key}");
         }
     }
-}
-
-/// Runs disk work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store(e.to_string()))?
 }

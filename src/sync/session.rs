@@ -510,8 +510,13 @@ async fn scan_with_heartbeats(
     cfg: &RoundConfig,
 ) -> Result<ScanResult> {
     let f = Arc::clone(folder);
-    let (allow, keep) = (cfg.allow_mass_delete, cfg.tombstone_keep);
-    let scan = tokio::task::spawn_blocking(move || f.scan(allow, keep));
+    let (allow, keep, versions) = (cfg.allow_mass_delete, cfg.tombstone_keep, cfg.versions_keep);
+    let scan = tokio::task::spawn_blocking(move || {
+        if let Some(v) = versions {
+            f.prune_versions_if_due(v);
+        }
+        f.scan(allow, keep)
+    });
     let period = Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
     let out = link.sender();
     let scanned = with_heartbeats(scan, &out, period)
