@@ -13,7 +13,7 @@ use super::folder::Folder;
 use super::link::Link;
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
-use crate::fs::{clashes, to_wire, umask, windows_problem, ScanResult, Skipped};
+use crate::fs::{clashes, fold_key, to_wire, umask, windows_problem, ScanResult, Skipped};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
@@ -189,7 +189,12 @@ async fn round(
         skipped: scan.skipped.clone(),
         ..Default::default()
     };
-    let held_back = check_local_names(&mut scan.files, &mut out);
+    // Our index is complete, for the peer, only up to the first record held back (so a held
+    // record is offered again once its clash is gone).
+    let (held_back, first_held) = check_local_names(&mut scan.files, &mut out);
+    let complete_to = first_held.map_or(scan.sequence, |seq| {
+        seq.saturating_sub(1).min(scan.sequence)
+    });
     // What the peer may request from us: our live files as indexed.
     {
         let mut offered = super::server::lock(&link.offered);
@@ -287,7 +292,7 @@ async fn round(
         files: out.files_received,
         bytes: out.bytes_received,
         failed: out.failures.len() as u64,
-        sequence: scan.sequence,
+        sequence: complete_to,
     }))
     .await?;
     let done = loop {
@@ -322,8 +327,12 @@ async fn round(
 /// Names are checked before they travel: a name not in Unicode NFC (the wire's one normal
 /// form) or differing from another only in case or normalisation (one file on Windows and
 /// macOS) is held back and reported; a name Windows cannot hold is synced with a warning.
-/// Returns the held-back paths (their records stay here; the peer does not see them).
-fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> HashSet<String> {
+/// Returns the held-back paths (their records stay here; the peer does not see them) and the
+/// lowest sequence among them.
+fn check_local_names(
+    files: &mut Vec<FileRecord>,
+    out: &mut RoundOutcome,
+) -> (HashSet<String>, Option<u64>) {
     let mut held = HashSet::new();
     for r in files.iter().filter(|r| !r.deleted) {
         if to_wire(&r.path) != r.path.as_str() {
@@ -367,8 +376,16 @@ fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> Has
             });
         }
     }
+    if held.is_empty() {
+        return (held, None);
+    }
+    let first = files
+        .iter()
+        .filter(|r| held.contains(&r.path))
+        .map(|r| r.sequence)
+        .min();
     files.retain(|r| !held.contains(&r.path));
-    held
+    (held, first)
 }
 
 /// Drops (and reports) peer entries whose names are not NFC or would clash here with another
@@ -379,40 +396,35 @@ fn check_peer_names(
     held: &HashSet<String>,
     out: &mut RoundOutcome,
 ) -> Vec<FileRecord> {
-    let mut drop: HashSet<String> = HashSet::new();
-    for r in &remote {
-        // Held back here: whatever the peer has at that name waits until it is renamed.
-        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
-            drop.insert(r.path.clone());
-        }
+    if remote.is_empty() {
+        return remote;
     }
-    let ours = local
-        .values()
-        .filter(|r| !r.deleted)
-        .map(|r| r.path.as_str())
-        .chain(held.iter().map(String::as_str));
-    let theirs = remote
-        .iter()
-        .filter(|r| !r.deleted && !drop.contains(&r.path))
-        .map(|r| r.path.as_str());
-    let mine: HashSet<&str> = local
+    let mut drop: HashSet<String> = HashSet::new();
+    // Each folded name (case and Unicode form) and the path that holds it: ours first, then
+    // the peer's in its (sorted) order; a later path with a taken key would clobber it.
+    let mut taken: HashMap<String, &str> = local
         .values()
         .filter(|r| !r.deleted)
         .map(|r| r.path.as_str())
         .chain(held.iter().map(String::as_str))
+        .map(|p| (fold_key(p), p))
         .collect();
-    let all: HashSet<&str> = ours.chain(theirs).collect();
-    for clash in clashes(all.iter().copied()) {
-        // What we hold stays; of names only the peer has, the first one is taken.
-        let keep = clash
-            .paths()
-            .iter()
-            .find(|p| mine.contains(p.as_str()))
-            .or_else(|| clash.paths().first())
-            .cloned();
-        for p in clash.paths() {
-            if Some(p) != keep.as_ref() && !mine.contains(p.as_str()) {
-                drop.insert(p.clone());
+    for r in &remote {
+        // Held back here: whatever the peer has at that name waits until it is renamed.
+        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
+            drop.insert(r.path.clone());
+            continue;
+        }
+        if r.deleted {
+            continue;
+        }
+        match taken.get(&fold_key(&r.path)) {
+            Some(p) if *p != r.path.as_str() => {
+                drop.insert(r.path.clone());
+            }
+            Some(_) => {}
+            None => {
+                taken.insert(fold_key(&r.path), r.path.as_str());
             }
         }
     }
