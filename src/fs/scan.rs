@@ -290,6 +290,23 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             .to_string_lossy()
             .into_owned()
     };
+    // Not taken into the index, and not deleted either: whatever the store knew of it stays.
+    let skip_keeping = |out: &mut ScanResult,
+                        cache: &mut HashMap<String, FileRecord>,
+                        rel: &RelPath,
+                        reason: String| {
+        tracing::warn!(
+            "not synced: {}: {reason}",
+            crate::protocol::peer_text(rel.as_str())
+        );
+        out.skipped.push(Skipped {
+            path: rel.as_str().to_owned(),
+            reason,
+        });
+        if let Some(prev) = cache.remove(rel.as_str()) {
+            out.files.push(prev);
+        }
+    };
     let skip = |out: &mut ScanResult, path: String, reason: String| {
         tracing::warn!(
             "not synced: {}: {reason}",
@@ -337,28 +354,18 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             }
         };
         if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
-            skip(
+            skip_keeping(
                 &mut out,
-                rel.as_str().to_owned(),
+                cache,
+                &rel,
                 "not a regular file, folder or symlink".into(),
             );
-            // Not deleted either: whatever the store knew of it stays.
-            if let Some(prev) = cache.remove(rel.as_str()) {
-                out.files.push(prev);
-            }
             continue;
         }
         let md = match entry.metadata() {
             Ok(md) => md,
             Err(e) => {
-                skip(
-                    &mut out,
-                    rel.as_str().to_owned(),
-                    format!("cannot be read: {e}"),
-                );
-                if let Some(prev) = cache.remove(rel.as_str()) {
-                    out.files.push(prev);
-                }
+                skip_keeping(&mut out, cache, &rel, format!("cannot be read: {e}"));
                 continue;
             }
         };
@@ -377,14 +384,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 match checked {
                     Ok(t) => (EntryKind::Symlink, Some(t)),
                     Err(why) => {
-                        skip(
-                            &mut out,
-                            rel.as_str().to_owned(),
-                            format!("symlink not synced: {why}"),
-                        );
-                        if let Some(prev) = cache.remove(rel.as_str()) {
-                            out.files.push(prev);
-                        }
+                        skip_keeping(&mut out, cache, &rel, format!("symlink not synced: {why}"));
                         continue;
                     }
                 }
