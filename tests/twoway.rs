@@ -477,3 +477,17 @@ async fn names_that_would_clobber_each_other_elsewhere_are_held_back_and_reporte
     assert_eq!(read(p.s(), "ok.txt"), "fine", "nothing was clobbered");
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn files_ignored_before_arrive_once_the_pattern_is_dropped() {
+    let p = Pair::new(&[("keep.txt", "k"), ("build/out.o", "server object")]).await;
+    std::fs::write(p.c().join(".sspignore"), "build/\n").unwrap();
+    p.sync().await;
+    p.sync().await;
+    assert!(!p.c().join("build").exists());
+    // The server has nothing new since, but our rules changed: its whole index is due again.
+    std::fs::write(p.c().join(".sspignore"), "# nothing ignored\n").unwrap();
+    p.sync().await;
+    assert_eq!(read(p.c(), "build/out.o"), "server object");
+    p.server.stop().await;
+}

@@ -134,6 +134,28 @@ impl IndexStore {
         Ok(out)
     }
 
+    /// Forgets every peer's sequence (each sends its whole index next time) and records
+    /// `ignore`, the ignore rules' fingerprint they were applied under.
+    pub fn reset_peer_sequences(&self, ignore: u64) -> Result<()> {
+        let peers = self.peer_sequences()?;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = txn.open_table(META).map_err(store_err)?;
+            for (d, _) in peers {
+                table
+                    .remove(format!("peer:{d}").as_str())
+                    .map_err(store_err)?;
+            }
+            table.insert("ignore", ignore).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// The ignore rules' fingerprint peer sequences were recorded under (0: none).
+    pub fn ignore_fingerprint(&self) -> Result<u64> {
+        Ok(self.meta("ignore")?.unwrap_or(0))
+    }
+
     /// Records that `peer`'s index is applied up to `sequence`.
     pub fn set_peer_sequence(&self, peer: super::DeviceId, sequence: u64) -> Result<()> {
         let txn = self.db.begin_write().map_err(store_err)?;

@@ -214,8 +214,13 @@ impl Folder {
         self.hold().commit(records, local)
     }
 
-    /// For each peer: the sequence up to which its index is applied here.
+    /// For each peer: the sequence up to which its index is applied here. Forgotten when the
+    /// ignore rules changed since: entries skipped as ignored must then be offered again.
     pub fn known_peers(&self) -> Result<std::collections::BTreeMap<DeviceId, u64>> {
+        let rules = self.ignore_rules()?.fingerprint();
+        if self.store.ignore_fingerprint()? != rules {
+            self.store.reset_peer_sequences(rules)?;
+        }
         Ok(self.store.peer_sequences()?.into_iter().collect())
     }
 
