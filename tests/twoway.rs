@@ -491,3 +491,18 @@ async fn files_ignored_before_arrive_once_the_pattern_is_dropped() {
     assert_eq!(read(p.c(), "build/out.o"), "server object");
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rename_reuses_the_content_already_here_instead_of_sending_it_again() {
+    let big = "r".repeat(1 << 20);
+    let p = Pair::new(&[("old/name.bin", big.as_str())]).await;
+    p.sync().await;
+    std::fs::create_dir_all(p.s().join("new")).unwrap();
+    std::fs::rename(p.s().join("old/name.bin"), p.s().join("new/name.bin")).unwrap();
+    let client = p.sync().await;
+    assert_eq!(read(p.c(), "new/name.bin"), big);
+    assert!(!p.c().join("old/name.bin").exists(), "the old name is gone");
+    let stats = client.status().stats;
+    assert_eq!(stats.bytes_received, 0, "nothing was sent again: {stats:?}");
+    p.server.stop().await;
+}
