@@ -308,10 +308,12 @@ impl Client {
         }
         .map_err(sanitize_error);
         let elapsed = started.elapsed().as_secs_f64();
-        let mut s = lock(&self.stats);
-        s.sync_duration = elapsed;
+        // Each arm takes the stats lock for itself: a guard alive across the Err arm's await
+        // would make this future not `Send` (the bindings spawn it on the runtime).
+        lock(&self.stats).sync_duration = elapsed;
         match result {
             Ok(out) => {
+                let mut s = lock(&self.stats);
                 s.files_received = s.files_received.saturating_add(out.files_received);
                 s.bytes_received = s.bytes_received.saturating_add(out.bytes_received);
                 s.files_sent = self.served.files.load(Ordering::Relaxed);
@@ -373,8 +375,7 @@ impl Client {
                 Ok(snapshot)
             }
             Err(e) => {
-                s.last_error = Some(e.to_string());
-                drop(s);
+                lock(&self.stats).last_error = Some(e.to_string());
                 // The stream is in an unknown state after a failed sync: start afresh next time.
                 if let Some(link) = slot.take() {
                     link.close().await;
