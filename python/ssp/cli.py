@@ -378,8 +378,10 @@ async def _serve(settings: Settings, prog: str) -> int:
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(request_stop))
 
     if not settings.quiet:
-        read_only = " (read-only)" if settings.read_only else ""
-        print(f"{prog}: serving {settings.folder} on {settings.host}:{port}{read_only}", flush=True)
+        # The first line's form is fixed (scripts read the port from it).
+        print(f"{prog}: serving {settings.folder} on {settings.host}:{port}", flush=True)
+        if settings.read_only:
+            print(f"{prog}: read-only: changes from clients are refused", flush=True)
     try:
         await server.start()
     except (SSPError, OSError) as exc:
