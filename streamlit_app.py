@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import altair as alt
 import streamlit as st
@@ -20,12 +21,15 @@ from ssp import _native
 from ssp.server import DEFAULT_SECRET, SHORT_SECRET_CHARS
 from ssp.text import markdown_literal
 from ssp.ui import (
+    KEEP_CHOICES,
     ClientSettings,
+    ConflictRow,
     Controller,
     FolderListing,
     ServerSettings,
     ServerSnapshot,
     SyncSnapshot,
+    VersionRow,
     filter_rows,
     human_bytes,
     human_duration,
@@ -37,8 +41,18 @@ from ssp.ui.access import TOKEN_ENV, TOKEN_PARAM, host_refusal, token_refusal
 from ssp.ui.folder import ensure_folder
 from ssp.ui.humanize import UNKNOWN
 
+if TYPE_CHECKING:
+    from ssp._native import _Keep
+
 DEFAULT_FOLDER = "~/SSP_Sync"
 LOG_LINES_SHOWN = 200
+VERSIONS_SHOWN = 50
+"""Versions listed with a Restore button each (newest first)."""
+MODE_LABELS = {
+    "two-way": "Two-way: send changes made here, take the server's",
+    "pull": "Pull: take the server's changes (deletions too), send nothing",
+    "push": "Push: send changes made here, take nothing",
+}
 CHUNK_SIZES = sorted(
     {ssp.CHUNK_SIZE}
     | {
@@ -77,6 +91,7 @@ def current_server_settings() -> ServerSettings:
         host=str(state.get("host") or "").strip() or "localhost",
         port=int(state.get("port") or 8888),
         chunk_size=int(state.get("chunk_size") or ssp.CHUNK_SIZE),
+        read_only=bool(state.get("read_only", False)),
     )
 
 
@@ -91,6 +106,7 @@ def current_client_settings() -> ClientSettings:
         host=str(state.get("client_host") or "").strip() or server.host,
         port=int(port_value) if port_value is not None else server.port,
         chunk_size=server.chunk_size,
+        mode=state.get("sync_mode") or _native.SYNC_MODES[0],
     )
 
 
@@ -209,6 +225,8 @@ def server_panel() -> None:
         where = f" on `{snap.host}:{snap.port}`, serving `{snap.folder}`"
         if snap.uptime_s is not None:
             where += f" · up {human_duration(snap.uptime_s)}"
+    if snap.running and snap.read_only:
+        where += " · read-only"
     status_col.markdown(f"**Status:** {SERVER_BADGES[snap.state]}{where}")
     start_col.button(
         "Start Server",
@@ -227,10 +245,11 @@ def server_panel() -> None:
     )
     if snap.error and snap.state == "stopped":
         st.error(markdown_literal(snap.error), icon=":material/error:")
-    if snap.running and (snap.host, snap.port, snap.folder) != (
+    if snap.running and (snap.host, snap.port, snap.folder, snap.read_only) != (
         server_settings.host,
         server_settings.port,
         str(server_settings.folder),
+        server_settings.read_only,
     ):
         st.info(
             "The sidebar has changed: stop and start the server to apply it.",
@@ -257,6 +276,13 @@ def server_panel() -> None:
 
 
 with server_tab:
+    st.checkbox(
+        "Read-only",
+        value=False,
+        key="read_only",
+        help="Take no changes from clients: push syncs are refused, two-way clients only "
+        "receive (like a send-only folder).",
+    )
     server_panel()
 
 
@@ -298,22 +324,52 @@ with client_tab:
         help="Where the client puts the server's files; empty: the sidebar's sync folder. "
         "Use another folder to run server and client in this one page.",
     )
-    # Room for the sync options of later versions (two-way mode, watching, conflicts).
     st.selectbox(
         "Mode",
-        ["Pull: copy the server's new and changed files here"],
-        disabled=True,
+        _native.SYNC_MODES,
+        format_func=lambda mode: MODE_LABELS.get(mode, mode),
         key="sync_mode",
-        help="The client pulls; files that only it has are left alone.",
+        help="Changes on both sides are conflicts: both versions are kept. Files a sync "
+        "replaces or deletes are kept in the folder's versions (see Versions below).",
     )
     client_settings = current_client_settings()
 
 
 def sync_summary(snap: SyncSnapshot) -> str:
-    unchanged = f", {snap.files_unchanged} unchanged" if snap.files_unchanged else ""
+    more = "".join(
+        f", {count} {what}"
+        for count, what in (
+            (snap.files_sent, "sent"),
+            (snap.files_deleted, "deleted"),
+            (snap.files_unchanged, "unchanged"),
+            (snap.conflicts, "conflict(s): see Conflicts below"),
+        )
+        if count
+    )
     return (
-        f"Synced {snap.files_received} file(s) ({human_bytes(snap.bytes_received)}){unchanged} "
-        f"from {snap.host}:{snap.port} into `{snap.folder}` in {human_duration(snap.duration_s)}."
+        f"{snap.mode.capitalize()} sync: {snap.files_received} file(s) received "
+        f"({human_bytes(snap.bytes_received)}){more} with {snap.host}:{snap.port}, folder "
+        f"`{snap.folder}`, in {human_duration(snap.duration_s)}."
+    )
+
+
+def show_not_synced(snap: SyncSnapshot) -> None:
+    """The last sync's entries not synced and failures: named, with why (never silent)."""
+    if not snap.not_synced or snap.active:
+        return
+    st.warning(
+        f"{len(snap.not_synced)} entr{'y was' if len(snap.not_synced) == 1 else 'ies were'} "
+        "not synced:",
+        icon=":material/warning:",
+    )
+    st.dataframe(
+        {
+            "entry": [row.path for row in snap.not_synced],
+            "why": [("failed: " if row.failed else "") + row.reason for row in snap.not_synced],
+        },
+        hide_index=True,
+        width="stretch",
+        key="not_synced",
     )
 
 
@@ -378,6 +434,8 @@ def client_panel() -> None:
     eta = f" · {human_duration(snap.eta_s)} left" if snap.active and snap.eta_s else ""
     st.caption(f"Rate: {human_rate(snap.rate_bps)}{eta}")
 
+    show_not_synced(snap)
+
     cols = st.columns(4)
     cols[0].metric("Files received", snap.files_received)
     cols[1].metric("Bytes received", human_bytes(snap.bytes_received))
@@ -388,6 +446,100 @@ def client_panel() -> None:
 
 with client_tab:
     client_panel()
+
+
+# -- conflicts and versions (client folder) -----------------------------------------------
+
+
+def flash(ok: bool, text: str) -> None:
+    st.session_state["history_message"] = (ok, text)
+
+
+def resolve_conflict(copy: str, keep: _Keep) -> None:
+    flash(*ctl.history(current_client_settings().folder).resolve(copy, keep))
+
+
+def restore_version(path: str, at: float) -> None:
+    flash(*ctl.history(current_client_settings().folder).restore(path, at))
+
+
+def show_conflict(index: int, row: ConflictRow) -> None:
+    with st.container(border=True):
+        st.markdown(f"**{markdown_literal(row.this.path)}** was changed on two devices.")
+        this_col, that_col = st.columns(2)
+        this_col.markdown(
+            f"**This** (at the name): {markdown_literal(row.this.describe())}"
+            if not row.original_deleted
+            else "**This** (at the name): deleted since"
+        )
+        that_col.markdown(
+            f"**That** ({markdown_literal(row.that.path)}): {markdown_literal(row.that.describe())}"
+        )
+        for col, (keep, label) in zip(st.columns(len(KEEP_CHOICES)), KEEP_CHOICES):
+            col.button(
+                label,
+                key=f"resolve_{keep}_{index}",
+                on_click=resolve_conflict,
+                args=(row.copy, keep),
+                width="stretch",
+            )
+
+
+def show_version(index: int, row: VersionRow) -> None:
+    path_col, kept_col, size_col, button_col = st.columns([4, 2, 1, 1], vertical_alignment="center")
+    path_col.markdown(markdown_literal(row.shown_path))
+    kept_col.caption(f"kept {row.kept} · modified {row.modified}")
+    size_col.caption(row.size)
+    button_col.button(
+        "Restore",
+        key=f"restore_{index}",
+        on_click=restore_version,
+        args=(row.path, row.archived_s),
+        width="stretch",
+    )
+
+
+@st.fragment(run_every=max(refresh_s, 2.0))
+def history_panel() -> None:
+    history = ctl.history(current_client_settings().folder)
+    message = st.session_state.pop("history_message", None)
+    if message:
+        ok, text = message
+        (st.success if ok else st.error)(markdown_literal(text))
+
+    st.subheader(":material/call_split: Conflicts")
+    conflicts, error = history.conflicts()
+    if error:
+        st.error(markdown_literal(error), icon=":material/error:")
+    if conflicts:
+        st.caption(
+            "Both versions were kept; the other one is a `.sync-conflict-` copy. Keep this "
+            "(the file at the name), that (the copy) or both. What goes is kept in versions."
+        )
+        for index, conflict in enumerate(conflicts):
+            show_conflict(index, conflict)
+    elif not error:
+        st.caption("No conflicts in the client folder.")
+
+    st.subheader(":material/history: Versions")
+    versions, error = history.versions()
+    if error:
+        st.error(markdown_literal(error), icon=":material/error:")
+    if versions:
+        st.caption(
+            "Files a sync replaced or deleted, newest first. Restore puts one back (the "
+            "current file is kept as a version first); the next sync carries it."
+        )
+        for index, version in enumerate(versions[:VERSIONS_SHOWN]):
+            show_version(index, version)
+        if len(versions) > VERSIONS_SHOWN:
+            st.caption(f"Showing the newest {VERSIONS_SHOWN} of {len(versions)} versions.")
+    elif not error:
+        st.caption("No versions kept in the client folder yet.")
+
+
+with client_tab:
+    history_panel()
 
 
 # -- monitoring tab ------------------------------------------------------------------------

@@ -31,6 +31,22 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order a sync meets them (Python's `ssp.client.STATUSES`).
+    pub const ALL: [Status; 12] = [
+        Status::Connecting,
+        Status::Handshake,
+        Status::Connected,
+        Status::Authenticated,
+        Status::AuthFailed,
+        Status::SyncStarted,
+        Status::SyncCompleted,
+        Status::SyncError,
+        Status::Conflict,
+        Status::ConnectionError,
+        Status::ServerError,
+        Status::Disconnected,
+    ];
+
     /// The original's status string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,6 +208,31 @@ impl TransferCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_names_every_status_once() {
+        // A status missing from ALL (or listed twice) would be missing from Python's list.
+        let names: std::collections::BTreeSet<&str> =
+            Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), Status::ALL.len());
+        for status in Status::ALL {
+            // Exhaustive: a new variant fails to compile here until it is considered.
+            match status {
+                Status::Connecting
+                | Status::Handshake
+                | Status::Connected
+                | Status::Authenticated
+                | Status::AuthFailed
+                | Status::SyncStarted
+                | Status::SyncCompleted
+                | Status::SyncError
+                | Status::Conflict
+                | Status::ConnectionError
+                | Status::ServerError
+                | Status::Disconnected => {}
+            }
+        }
+    }
 
     #[test]
     fn snapshot_reports_whole_sync_and_current_file() {

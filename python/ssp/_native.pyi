@@ -5,17 +5,31 @@ awaited from any asyncio event loop in any thread; the GIL is released while the
 Python callers normally use :class:`ssp.SSPServer` / :class:`ssp.SSPClient`, which wrap these.
 """
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypedDict, final
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Literal,
+    Optional,
+    Tuple,
+    TypedDict,
+    final,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_SECRET",
+    "DEFAULT_VERSIONS_KEEP_DAYS",
     "MAX_CHUNK_SIZE",
     "MAX_PEER_TEXT_CHARS",
     "METADATA_DIR",
     "MIN_CHUNK_SIZE",
     "PROTOCOL_VERSION",
     "SHORT_SECRET_CHARS",
+    "STATUSES",
+    "SYNC_MODES",
     "AddressInUseError",
     "AuthError",
     "ConfigError",
@@ -36,7 +50,7 @@ __all__ = [
 
 __version__: str
 PROTOCOL_VERSION: int
-"""Version of the wire protocol this engine speaks (2)."""
+"""Version of the wire protocol this engine speaks (3)."""
 DEFAULT_CHUNK_SIZE: int
 """Default payload bytes per FILE_CHUNK frame."""
 MIN_CHUNK_SIZE: int
@@ -50,6 +64,33 @@ SHORT_SECRET_CHARS: int
 """Secrets with fewer characters than this are warned about (an online attacker may guess them)."""
 MAX_PEER_TEXT_CHARS: int
 """The most characters of a peer's text the engine keeps (see :func:`printable`)."""
+DEFAULT_VERSIONS_KEEP_DAYS: int
+"""Days a file replaced or deleted by a sync is kept in ``.ssp/versions/`` unless configured."""
+
+_SyncMode = Literal["two-way", "pull", "push"]
+"""What a client's sync moves: both ways (the default), only from the server, only to it."""
+SYNC_MODES: Tuple[_SyncMode, ...]
+"""Every mode, the default first (the engine's ``SyncMode::ALL``)."""
+_Status = Literal[
+    "CONNECTING",
+    "HANDSHAKE",
+    "CONNECTED",
+    "AUTHENTICATED",
+    "AUTH_FAILED",
+    "SYNC_STARTED",
+    "SYNC_COMPLETED",
+    "SYNC_ERROR",
+    "CONFLICT",
+    "CONNECTION_ERROR",
+    "SERVER_ERROR",
+    "DISCONNECTED",
+]
+"""A status the client reports (the original's vocabulary plus ``AUTH_FAILED`` and ``CONFLICT``)."""
+STATUSES: Tuple[_Status, ...]
+"""Every status, in the order a sync meets them (the engine's ``Status::ALL``)."""
+_Keep = Literal["original", "copy", "both"]
+"""How a conflict is resolved: keep the file at the original name, the conflict copy's content
+(moved to the original name), or both (the copy renamed so it is no longer a conflict)."""
 
 class SSPError(Exception):
     """Base class of every error the engine raises."""
@@ -104,7 +145,13 @@ class NativeServer:
         host: str = "localhost",
         port: int = 8888,
         chunk_size: int = 524288,
-    ) -> NativeServer: ...
+        *,
+        read_only: bool = False,
+        keep_versions_days: Optional[float] = 30.0,
+    ) -> NativeServer:
+        """``read_only``: take no changes from clients (a push is refused with
+        :class:`ConfigError`; two-way clients only pull). ``keep_versions_days``: how long files
+        replaced or deleted by a sync stay in ``.ssp/versions/`` (``None`` or ``0``: not kept)."""
     def bind(self) -> Awaitable[int]:
         """Create the folder if missing, bind the listener and return the bound port.
 
@@ -135,8 +182,78 @@ class _SyncStats(TypedDict):
     bytes_total: int
     files_unchanged: int
     files_failed: int
+    files_deleted: int
+    """Files the last sync deleted here (kept in ``.ssp/versions/``)."""
+    conflicts: int
+    """Conflicts the last sync found (both versions kept; see :meth:`NativeClient.report`)."""
+    files_skipped: int
+    """Entries the last sync did not sync, on either side (see :meth:`NativeClient.report`)."""
     syncs_completed: int
     last_error: Optional[str]
+
+class _ConflictSide(TypedDict):
+    """One side of a conflict the last sync met."""
+
+    size: int
+    mtime_ns: int
+    device: Optional[str]
+    """The short ID of the device that made this version, if known."""
+    deleted: bool
+
+class _ConflictReport(TypedDict):
+    """A conflict the last sync met: both versions survive, the loser as ``copy``."""
+
+    path: str
+    copy: str
+    winner: Literal["local", "remote"]
+    """Whose version kept the name."""
+    local: _ConflictSide
+    remote: _ConflictSide
+
+class _PathReason(TypedDict):
+    """An entry not synced (or a change that failed) and why. ``path`` is ``""`` for the whole
+    folder (a read-only server)."""
+
+    path: str
+    reason: str
+
+class _SyncReport(TypedDict):
+    """What the last sync left for people to look at."""
+
+    conflicts: List[_ConflictReport]
+    skipped: List[_PathReason]
+    """Entries not synced: unsupported type, unreadable, unrepresentable name, outside symlink."""
+    warnings: List[_PathReason]
+    """Entries synced with a caveat (names another common platform cannot hold)."""
+    failed: List[_PathReason]
+    """Changes that failed (the sync then raised)."""
+
+class _ConflictCopy(TypedDict):
+    """A conflict copy in the folder now and the file it is a copy of."""
+
+    path: str
+    """The original path."""
+    copy: str
+    """The conflict copy (``name.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.ext``)."""
+    copy_device: str
+    copy_size: int
+    copy_mtime_ns: int
+    size: Optional[int]
+    """Size of the file at the original path; these three are ``None`` if it was deleted."""
+    mtime_ns: Optional[int]
+    device: Optional[str]
+
+class _Version(TypedDict):
+    """A version kept in ``.ssp/versions/``."""
+
+    path: str
+    """The path it had in the folder."""
+    stored: str
+    """Where it is stored, relative to ``.ssp/versions``."""
+    archived_ns: int
+    """When it was archived (whole seconds), nanoseconds since the epoch."""
+    size: int
+    mtime_ns: int
 
 @final
 class NativeClient:
@@ -147,7 +264,15 @@ class NativeClient:
         server_host: str = "localhost",
         server_port: int = 8888,
         chunk_size: Optional[int] = None,
-    ) -> NativeClient: ...
+        *,
+        mode: _SyncMode = "two-way",
+        allow_mass_delete: bool = False,
+        keep_versions_days: Optional[float] = 30.0,
+    ) -> NativeClient:
+        """``mode``: one of :data:`SYNC_MODES` (else ``ValueError``). ``allow_mass_delete``: let a
+        sync go on when every file of the folder is gone (off: it raises :class:`FolderError`).
+        ``keep_versions_days``: how long files replaced or deleted by a sync stay in
+        ``.ssp/versions/`` (``None`` or ``0``: not kept)."""
     def connect(
         self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
     ) -> Awaitable[None]:
@@ -159,7 +284,10 @@ class NativeClient:
     def sync(
         self, on_event: Optional[Callable[[str, Dict[str, Any]], None]] = None
     ) -> Awaitable[_SyncStats]:
-        """Pull every new or changed file of the server's folder; return the sync stats.
+        """Sync with the server in this client's mode; return the sync stats.
+
+        Raises :class:`FolderError` when another sync uses the folder or every file is gone
+        (the mass-deletion guard), :class:`ConfigError` when pushing to a read-only server.
 
         ``on_event`` receives ``("status", {...})`` and, at most ~10 times a second,
         ``("progress", {...})`` with keys ``phase, files_to_request, files_received, file_path,
@@ -179,3 +307,17 @@ class NativeClient:
     def status(self) -> Dict[str, Any]:
         """Snapshot: ``connected, authenticated, sync_in_progress, server_host, server_port,
         sync_folder, pending_requests, stats}``, ``stats`` being a :class:`_SyncStats`."""
+    def report(self) -> _SyncReport:
+        """Conflicts, entries not synced and failures of the last sync (empty before one)."""
+    def conflicts(self) -> Awaitable[List[_ConflictCopy]]:
+        """The conflict copies in the folder as the last scan saw them. Needs no connection."""
+    def resolve(self, copy: str, keep: _Keep) -> Awaitable[None]:
+        """Resolve the conflict copy ``copy``; what goes is kept in versions, and the next
+        sync carries the result. ``ValueError`` for another ``keep``, :class:`PathError` for a
+        name that is not a conflict copy's. Needs no connection."""
+    def versions(self, path: Optional[str] = None) -> Awaitable[List[_Version]]:
+        """Versions kept of ``path`` (of every path when ``None``), newest first."""
+    def restore(self, path: str, at: Optional[float] = None) -> Awaitable[_Version]:
+        """Put back the version of ``path`` kept at ``at`` (unix seconds: the newest at or
+        before it; the newest when ``None``); the current file goes into versions first.
+        Returns the version restored."""

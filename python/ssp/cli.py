@@ -7,9 +7,13 @@ SECRET may instead come from ``--secret-file PATH`` or the ``SSP_SECRET`` enviro
 so it need not appear in the process list; then the positionals are ``FOLDER [HOST] [PORT]``
 (four positionals still mean ``SECRET FOLDER HOST PORT``).
 
+``ssp-client --list-versions [PATH]`` and ``--restore PATH [--at TIME]`` work on the local
+folder without connecting (SECRET may then be left out: ``ssp-client FOLDER --list-versions``).
+
 Exit status: 0 on success, 1 on failure (one line ``ssp-xxx: error: <reason>`` on stderr),
-2 on a usage error, 130 when interrupted. Start-up is kept lean (benchmarks time the client):
-heavy imports such as tqdm happen only when needed.
+2 on a usage error, 23 when the sync finished but some entries were not synced or failed
+(rsync's "partial transfer"; each is named on stderr), 130 when interrupted. Start-up is kept
+lean (benchmarks time the client): heavy imports such as tqdm happen only when needed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 8888
 
 
+PARTIAL_EXIT = 23
+"""Exit status when a sync finished but some entries were not synced (rsync's code)."""
+
+
 class Settings(NamedTuple):
     secret: str
     folder: str
@@ -35,6 +43,16 @@ class Settings(NamedTuple):
     chunk_size: int | None
     verbose: int
     quiet: bool
+    # Client only (defaults for the server).
+    mode: str = "two-way"
+    allow_mass_delete: bool = False
+    # Both: days to keep versions (0: off); None: the engine's default.
+    keep_versions: float | None = None
+    read_only: bool = False
+    # The local commands: list versions (of this path, "" for all) or restore this path.
+    list_versions: str | None = None
+    restore: str | None = None
+    at: float | None = None
 
 
 def _parse_size(text: str) -> int:
@@ -52,11 +70,38 @@ def _parse_size(text: str) -> int:
     return value
 
 
+def _parse_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number of days: {text!r} (0 turns it off)")
+    return days
+
+
+def _parse_time(text: str) -> float:
+    """Unix seconds from ``1717171717(.5)`` or an ISO date-time (local time unless it says)."""
+    import datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        message = f"invalid time: {text!r} (try 2024-05-31T14:00 or unix seconds)"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _build_parser(prog: str, role: str) -> argparse.ArgumentParser:
+    from ssp._native import DEFAULT_VERSIONS_KEEP_DAYS, SYNC_MODES
+
     what = (
         "Serve FOLDER to SSP clients that know SECRET."
         if role == "server"
-        else "Pull FOLDER from an SSP server (new and changed files; local-only files are kept)."
+        else "Sync FOLDER with an SSP server's (two-way by default; see --mode)."
     )
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -85,6 +130,53 @@ def _build_parser(prog: str, role: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--keep-versions",
+        type=_parse_days,
+        metavar="DAYS",
+        help="keep files a sync replaces or deletes in FOLDER/.ssp/versions for DAYS "
+        f"(default {DEFAULT_VERSIONS_KEEP_DAYS}; 0 turns versioning off)",
+    )
+    if role == "server":
+        parser.add_argument(
+            "--read-only",
+            action="store_true",
+            help="take no changes from clients (push-mode clients are refused)",
+        )
+        return parser
+    parser.add_argument(
+        "--mode",
+        choices=SYNC_MODES,
+        default=SYNC_MODES[0],
+        help="two-way (default): both ways; pull: only take the server's changes; "
+        "push: only send ours",
+    )
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="sync even when every file of a folder is gone (off: the sync stops, "
+        "since an unmounted drive or a wrong path looks like that)",
+    )
+    parser.add_argument(
+        "--list-versions",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="list the versions kept of PATH (of every path without one) and exit; no "
+        "connection, no SECRET needed: ssp-client FOLDER --list-versions [PATH]",
+    )
+    parser.add_argument(
+        "--restore",
+        metavar="PATH",
+        help="put back the newest version kept of PATH (see --at) and exit; no connection",
+    )
+    parser.add_argument(
+        "--at",
+        type=_parse_time,
+        metavar="TIME",
+        help="with --restore: the version kept at TIME or just before (ISO date-time, "
+        "local unless it has an offset, or unix seconds)",
+    )
     return parser
 
 
@@ -126,6 +218,14 @@ def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
         print(f"{prog} {__version__} (protocol {PROTOCOL_VERSION})")
         raise SystemExit(0)
     positional: list[str] = list(ns.args)
+    if role == "client" and ns.list_versions and not positional:
+        # `ssp-client --list-versions FOLDER`: the optional PATH took the folder's place.
+        positional, ns.list_versions = [ns.list_versions], ""
+    local = role == "client" and (ns.list_versions is not None or ns.restore is not None)
+    if role == "client" and ns.at is not None and ns.restore is None:
+        parser.error("--at needs --restore PATH")
+    if role == "client" and ns.list_versions is not None and ns.restore is not None:
+        parser.error("--list-versions and --restore go one at a time")
     secret: str | None = None
     if ns.secret_file:
         if len(positional) == 4:
@@ -133,11 +233,13 @@ def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
         secret = _read_secret_file(parser, ns.secret_file, prog)
     elif os.environ.get("SSP_SECRET"):
         secret = os.environ["SSP_SECRET"]
-    if secret is None or len(positional) == 4:
+    if local and secret is None and len(positional) == 1:
+        secret = ""  # the local commands need no secret: the one positional is FOLDER
+    elif secret is None or len(positional) == 4:
         if not positional:
             parser.error("missing SECRET and FOLDER")
         secret = positional.pop(0)
-    if not secret:
+    if not secret and not local:
         parser.error("the secret must not be empty")
     if not positional:
         parser.error("missing FOLDER")
@@ -169,6 +271,18 @@ def _parse(argv: Sequence[str] | None, prog: str, role: str) -> Settings:
         chunk_size=ns.chunk_size,
         verbose=ns.verbose,
         quiet=ns.quiet,
+        keep_versions=ns.keep_versions,
+        **(
+            {"read_only": ns.read_only}
+            if role == "server"
+            else {
+                "mode": ns.mode,
+                "allow_mass_delete": ns.allow_mass_delete,
+                "list_versions": ns.list_versions,
+                "restore": ns.restore,
+                "at": ns.at,
+            }
+        ),
     )
 
 
@@ -233,7 +347,11 @@ async def _serve(settings: Settings, prog: str) -> int:
     from ssp.errors import AddressInUseError, SSPError
     from ssp.server import SSPServer
 
-    kwargs = {} if settings.chunk_size is None else {"chunk_size": settings.chunk_size}
+    kwargs: dict[str, Any] = {"read_only": settings.read_only}
+    if settings.chunk_size is not None:
+        kwargs["chunk_size"] = settings.chunk_size
+    if settings.keep_versions is not None:
+        kwargs["keep_versions_days"] = settings.keep_versions
     server = SSPServer(settings.secret, settings.folder, settings.host, settings.port, **kwargs)
     try:
         port = await server.bind()
@@ -260,7 +378,10 @@ async def _serve(settings: Settings, prog: str) -> int:
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(request_stop))
 
     if not settings.quiet:
+        # The first line's form is fixed (scripts read the port from it).
         print(f"{prog}: serving {settings.folder} on {settings.host}:{port}", flush=True)
+        if settings.read_only:
+            print(f"{prog}: read-only: changes from clients are refused", flush=True)
     try:
         await server.start()
     except (SSPError, OSError) as exc:
@@ -338,16 +459,54 @@ class _ProgressBar:
         self._bar.close()
 
 
+def _native_client(settings: Settings) -> Any:
+    from ssp._native import NativeClient
+
+    kwargs: dict[str, Any] = {
+        "mode": settings.mode,
+        "allow_mass_delete": settings.allow_mass_delete,
+    }
+    if settings.keep_versions is not None:
+        kwargs["keep_versions_days"] = settings.keep_versions
+    s = settings
+    return NativeClient(s.secret, s.folder, s.host, s.port, s.chunk_size, **kwargs)
+
+
+def _print_report(prog: str, report: dict[str, Any], quiet: bool) -> bool:
+    """Name the last sync's conflicts (stdout, part of the summary) and every entry not synced
+    or failed, with its reason (stderr, always). True if any entry was not synced or failed."""
+    from ssp.text import printable
+
+    def where(path: str) -> str:
+        return printable(path) if path else "(the whole folder)"
+
+    if not quiet:
+        for conflict in report.get("conflicts", []):
+            print(
+                f"{prog}: conflict: {printable(conflict['path'])} changed on both sides; "
+                f"the other version is kept as {printable(conflict['copy'])}",
+                flush=True,
+            )
+    partial = False
+    for label, key in (("not synced", "skipped"), ("failed", "failed")):
+        for entry in report.get(key, []):
+            partial = True
+            print(
+                f"{prog}: {label}: {where(entry['path'])}: {printable(entry['reason'])}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return partial
+
+
 def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
-    """One pull through the engine's blocking call: no asyncio to import or run."""
+    """One sync through the engine's blocking call: no asyncio to import or run."""
     import time
 
-    from ssp._native import NativeClient, SSPError
+    from ssp._native import SSPError
 
     try:
-        client = NativeClient(
-            settings.secret, settings.folder, settings.host, settings.port, settings.chunk_size
-        )
+        client = _native_client(settings)
     except (SSPError, ValueError) as exc:
         return _fail(prog, exc)
     bar = _ProgressBar() if show_bar else None
@@ -360,6 +519,16 @@ def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
     try:
         stats = client.pull_blocking(on_event)
     except SSPError as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        # Changes that failed end the sync with an error, yet the rest was synced: name each
+        # and exit as a partial transfer, not as a failed sync.
+        report = client.report()
+        if report["failed"]:
+            _print_report(prog, report, settings.quiet)
+            _fail(prog, exc)
+            return PARTIAL_EXIT
         return _fail(prog, exc)
     finally:
         if bar is not None:
@@ -368,16 +537,72 @@ def _pull(settings: Settings, prog: str, show_bar: bool) -> int:
         seconds = time.monotonic() - started
         files = int(stats.get("files_received", 0) or 0)
         size = int(stats.get("bytes_received", 0) or 0)
+        sent = int(stats.get("files_sent", 0) or 0)
+        deleted = int(stats.get("files_deleted", 0) or 0)
+        more = "".join(
+            f", {count} {what}" for count, what in ((sent, "sent"), (deleted, "deleted")) if count
+        )
         print(
-            f"{prog}: synced {files} files, {size} bytes ({_human_bytes(size)}) "
+            f"{prog}: synced {files} files, {size} bytes ({_human_bytes(size)}){more} "
             f"in {seconds:.2f} s from {settings.host}:{settings.port}",
+            flush=True,
+        )
+    if _print_report(prog, client.report(), settings.quiet):
+        return PARTIAL_EXIT
+    return 0
+
+
+def _when(ns: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
+
+
+def _local(settings: Settings, prog: str) -> int:
+    """``--list-versions`` and ``--restore``: the local folder's versions, no connection."""
+    import asyncio
+
+    from ssp._native import SSPError
+    from ssp.text import printable
+
+    if not os.path.isdir(settings.folder):
+        return _fail(prog, f"sync folder {settings.folder} does not exist")
+    try:
+        client = _native_client(settings)
+    except (SSPError, ValueError) as exc:
+        return _fail(prog, exc)
+
+    async def run() -> Any:
+        if settings.restore is not None:
+            return await client.restore(settings.restore, settings.at)
+        return await client.versions(settings.list_versions or None)
+
+    try:
+        result = asyncio.run(run())
+    except SSPError as exc:
+        return _fail(prog, exc)
+    if settings.restore is not None:
+        if not settings.quiet:
+            print(
+                f"{prog}: restored {printable(result['path'])} as it was at "
+                f"{_when(result['mtime_ns'])} (kept {_when(result['archived_ns'])})",
+                flush=True,
+            )
+        return 0
+    if not result and not settings.quiet:
+        what = printable(settings.list_versions) if settings.list_versions else "any path"
+        print(f"{prog}: no versions kept of {what}", file=sys.stderr, flush=True)
+    for version in result:
+        # One line each: kept at, size, path (the time is what --restore --at takes).
+        print(
+            f"{_when(version['archived_ns'])}  {version['size']:>12}  {printable(version['path'])}",
             flush=True,
         )
     return 0
 
 
 def client_main(argv: Sequence[str] | None = None, prog: str = "ssp-client") -> int:
-    """``ssp-client [options] SECRET FOLDER [HOST] [PORT]``: one complete pull, then exit.
+    """``ssp-client [options] SECRET FOLDER [HOST] [PORT]``: one complete sync, then exit.
 
     Returns the exit status when given ``argv``; with ``argv=None`` (a console script) it reads
     ``sys.argv`` and exits the process with that status.
@@ -389,6 +614,8 @@ def _client(argv: Sequence[str] | None, prog: str) -> int:
     settings = _parse(argv, prog, "client")
     # The client's failure is reported as one line; engine logs only with -v.
     _setup_logging(settings, logging.CRITICAL)
+    if settings.list_versions is not None or settings.restore is not None:
+        return _local(settings, prog)
     from ssp._native import tune_allocator_for_transfers
 
     tune_allocator_for_transfers()  # our own process: keep transfer buffers (see its doc)

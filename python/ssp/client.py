@@ -1,4 +1,5 @@
-"""The SSP client: pulls a server's folder (wraps ``_native.NativeClient``).
+"""The SSP client: syncs a folder with a server's, two-way by default (wraps
+``_native.NativeClient``).
 
 The engine reports status and progress from its own threads. Each call that takes callbacks
 (:meth:`SSPClient.connect`, :meth:`SSPClient.sync`) captures the event loop awaiting it and
@@ -11,13 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ssp import _native
 from ssp.text import printable
 
-__all__ = ["STATUSES", "ProgressCallback", "SSPClient", "StatusCallback"]
+if TYPE_CHECKING:
+    from ssp._native import _ConflictCopy, _Keep, _SyncMode, _SyncReport, _Version
+
+__all__ = [
+    "DEFAULT_VERSIONS_KEEP_DAYS",
+    "STATUSES",
+    "SYNC_MODES",
+    "ProgressCallback",
+    "SSPClient",
+    "StatusCallback",
+]
 
 logger = logging.getLogger("ssp.client")
 
@@ -25,23 +37,25 @@ ProgressCallback = Callable[[dict[str, Any]], Any]
 StatusCallback = Callable[[str, str], Any]
 EngineListener = Callable[[str, dict[str, Any]], None]
 
-STATUSES = (
-    "CONNECTING",
-    "HANDSHAKE",
-    "CONNECTED",
-    "AUTHENTICATED",
-    "AUTH_FAILED",
-    "SYNC_STARTED",
-    "SYNC_COMPLETED",
-    "SYNC_ERROR",
-    "CONNECTION_ERROR",
-    "SERVER_ERROR",
-    "DISCONNECTED",
-)
-"""Every status string the client reports (the original's vocabulary plus ``AUTH_FAILED``)."""
+STATUSES = _native.STATUSES
+"""Every status string the client reports (the original's vocabulary plus ``AUTH_FAILED`` and
+``CONFLICT``), from the engine."""
+SYNC_MODES = _native.SYNC_MODES
+"""The modes a client syncs in: ``two-way`` (the default), ``pull``, ``push``."""
+DEFAULT_VERSIONS_KEEP_DAYS: int = _native.DEFAULT_VERSIONS_KEEP_DAYS
+"""Days a file replaced or deleted by a sync is kept in ``.ssp/versions/`` by default."""
+
 
 class SSPClient:
-    """Pull ``server_host:server_port``'s folder into ``sync_folder`` using ``shared_secret``."""
+    """Sync ``sync_folder`` with ``server_host:server_port``'s folder using ``shared_secret``.
+
+    ``mode``: ``"two-way"`` (the default), ``"pull"`` (apply the server's changes, deletions
+    included, send nothing) or ``"push"`` (its mirror). Changes on both sides are conflicts:
+    both versions survive, the losing one as ``name.sync-conflict-...`` (see
+    :meth:`get_conflicts`). ``allow_mass_delete``: let a sync go on when every file is gone
+    (off: the sync fails with :class:`ssp.errors.FolderError`). ``keep_versions_days``: how
+    long files a sync replaces or deletes stay in ``.ssp/versions/`` (``0`` or ``None``: off).
+    """
 
     def __init__(
         self,
@@ -50,12 +64,19 @@ class SSPClient:
         server_host: str = "localhost",
         server_port: int = 8888,
         chunk_size: int | None = None,
+        *,
+        mode: _SyncMode = "two-way",
+        allow_mass_delete: bool = False,
+        keep_versions_days: float | None = DEFAULT_VERSIONS_KEEP_DAYS,
     ) -> None:
         self.shared_secret = shared_secret
         self.sync_folder = Path(sync_folder).expanduser()
         self.server_host = server_host
         self.server_port = server_port
         self.chunk_size = chunk_size
+        self.mode: _SyncMode = mode
+        self.allow_mass_delete = allow_mass_delete
+        self.keep_versions_days = keep_versions_days
         self.progress_callback: ProgressCallback | None = None
         self.status_callback: StatusCallback | None = None
         self.last_error: str | None = None
@@ -63,7 +84,14 @@ class SSPClient:
         self.last_status: str | None = None
         """The last status delivered to the status callback."""
         self._native = _native.NativeClient(
-            shared_secret, str(self.sync_folder), server_host, server_port, chunk_size
+            shared_secret,
+            str(self.sync_folder),
+            server_host,
+            server_port,
+            chunk_size,
+            mode=mode,
+            allow_mass_delete=allow_mass_delete,
+            keep_versions_days=keep_versions_days,
         )
         # Stats returned by the last completed sync (the native snapshot covers the current one).
         self._last_sync_stats: dict[str, Any] = {}
@@ -152,10 +180,12 @@ class SSPClient:
         return True
 
     async def sync(self) -> bool:
-        """Pull every new or changed file of the server's folder (connecting first if needed).
+        """Sync with the server's folder in :attr:`mode` (connecting first if needed).
 
-        True after a complete sync; False on failure, with status ``SYNC_ERROR`` and the reason
-        in :attr:`last_error`."""
+        True after a complete sync (entries it could not sync are listed by
+        :meth:`get_last_report`); False on failure, with status ``SYNC_ERROR`` and the reason in
+        :attr:`last_error` (another sync using the folder, the mass-deletion guard, a push to
+        a read-only server, ...). Each conflict is reported with status ``CONFLICT``."""
         authenticated = self._native.status().get("authenticated", False)
         if not authenticated and not await self.connect():
             return False
@@ -195,6 +225,43 @@ class SSPClient:
             logger.debug("disconnect: %s", exc)
         if was_connected:
             self._emit_status("DISCONNECTED", "")
+
+    # -- conflicts and versions (the local folder: no connection needed) --------------------
+
+    async def get_conflicts(self) -> list[_ConflictCopy]:
+        """The conflict copies in the folder now, each with both versions' size, mtime (ns)
+        and device: ``path`` (the original) and ``size, mtime_ns, device``; ``copy`` and
+        ``copy_size, copy_mtime_ns, copy_device``."""
+        copies = await self._native.conflicts()
+        # The engine lists the copies its store knew at the last scan; one resolved since (or
+        # removed by hand) is gone from the disk already and must not be offered again.
+        root = self.sync_folder
+        return await asyncio.to_thread(
+            lambda: [c for c in copies if os.path.lexists(root / c["copy"])]
+        )
+
+    async def resolve_conflict(self, copy: str, keep: _Keep) -> None:
+        """Resolve the conflict copy ``copy``: ``keep="original"`` (the file at the original
+        name stays), ``"copy"`` (the copy's content takes the name) or ``"both"`` (the copy is
+        renamed so it is no longer a conflict). What goes is kept in versions; the next sync
+        carries the result. Raises ``ValueError`` or :class:`ssp.errors.PathError`."""
+        await self._native.resolve(copy, keep)
+
+    async def list_versions(self, path: str | None = None) -> list[_Version]:
+        """Versions kept of ``path`` (of every path when ``None``), newest first: ``path,
+        stored, archived_ns, size, mtime_ns``."""
+        return list(await self._native.versions(path))
+
+    async def restore(self, path: str, at: float | None = None) -> _Version:
+        """Put back the version of ``path`` kept at ``at`` (unix seconds; the newest at or
+        before it, the newest when ``None``); the current file goes into versions first.
+        Returns the version restored. Raises :class:`ssp.errors.SSPError` if none is kept."""
+        return await self._native.restore(path, at)
+
+    def get_last_report(self) -> _SyncReport:
+        """What the last sync left to look at: ``conflicts`` (path, copy, winner, local and
+        remote size/mtime/device), ``skipped`` and ``failed`` (path, reason), ``warnings``."""
+        return self._native.report()
 
     # -- snapshots -------------------------------------------------------------------------
 

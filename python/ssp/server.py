@@ -42,12 +42,17 @@ class SSPServer:
         host: str = "localhost",
         port: int = 8888,
         chunk_size: int = CHUNK_SIZE,
+        *,
+        read_only: bool = False,
+        keep_versions_days: float | None = _native.DEFAULT_VERSIONS_KEEP_DAYS,
     ) -> None:
         self.shared_secret = shared_secret
         self.sync_folder = Path(sync_folder).expanduser()
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
+        self.read_only = read_only
+        self.keep_versions_days = keep_versions_days
         # Port asked for at construction; a restart after stop() asks for it again.
         self._requested_port = port
         # Guards the fields below, which threads other than the serving one read or write.
@@ -69,6 +74,8 @@ class SSPServer:
             self.host,
             self._requested_port,
             self.chunk_size,
+            read_only=self.read_only,
+            keep_versions_days=self.keep_versions_days,
         )
 
     @property

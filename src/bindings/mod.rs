@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -15,12 +16,14 @@ mod awaitable;
 mod gate;
 
 use crate::error::{Error, ErrorKind};
+use crate::fs::DEFAULT_VERSIONS_KEEP_DAYS;
 use crate::fs::{RelPath, METADATA_DIR};
-use crate::progress::{Event, EventSink};
+use crate::progress::{Event, EventSink, Status};
 use crate::protocol::{
-    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_PEER_TEXT_CHARS, MIN_CHUNK_SIZE, PROTOCOL_VERSION,
+    SyncMode, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_PEER_TEXT_CHARS, MIN_CHUNK_SIZE,
+    PROTOCOL_VERSION,
 };
-use crate::sync::{Client, ClientConfig, Server, ServerConfig};
+use crate::sync::{Client, ClientConfig, Keep, Server, ServerConfig, SyncReport};
 use awaitable::awaitable;
 
 create_exception!(
@@ -156,6 +159,78 @@ fn check_chunk_size(chunk_size: usize) -> PyResult<usize> {
     }
 }
 
+fn parse_mode(mode: &str) -> PyResult<SyncMode> {
+    SyncMode::parse(mode).ok_or_else(|| {
+        let names: Vec<&str> = SyncMode::ALL.iter().map(|m| m.as_str()).collect();
+        PyValueError::new_err(format!(
+            "mode must be one of {}, got {mode:?}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Days to keep versions as the engine's setting: `None` or 0 turn versioning off.
+fn versions_keep(days: Option<f64>) -> PyResult<Option<Duration>> {
+    match days {
+        None | Some(0.0) => Ok(None),
+        Some(d) => Duration::try_from_secs_f64(d * 86_400.0)
+            .map(Some)
+            .map_err(|_| {
+                PyValueError::new_err(format!(
+                    "keep_versions_days must be a positive number of days, 0 or None, got {d}"
+                ))
+            }),
+    }
+}
+
+/// Unix seconds (a Python float) as a time.
+fn unix_time(seconds: f64) -> PyResult<SystemTime> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "at must be unix seconds (0 or more), got {seconds}"
+            ))
+        })
+}
+
+/// One entry a sync did not take, or a change that failed, as Python sees it.
+#[derive(serde::Serialize)]
+struct PathReason<'a> {
+    path: &'a str,
+    reason: &'a str,
+}
+
+/// The last sync's report as JSON; failures become `{path, reason}` like skipped entries.
+fn report_json(report: &SyncReport) -> Value {
+    let entries = |list: &[crate::fs::Skipped]| -> Vec<Value> {
+        list.iter()
+            .map(|s| {
+                json!(PathReason {
+                    path: &s.path,
+                    reason: &s.reason
+                })
+            })
+            .collect()
+    };
+    let failed: Vec<Value> = report
+        .failed
+        .iter()
+        .map(|(path, reason)| json!(PathReason { path, reason }))
+        .collect();
+    json!({
+        "conflicts": serde_json::to_value(&report.conflicts).unwrap_or(Value::Null),
+        "skipped": entries(&report.skipped),
+        "warnings": entries(&report.warnings),
+        "failed": failed,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::Store(e.to_string()))
+}
+
 /// A sync server handle (see `_native.pyi`).
 #[pyclass(frozen, module = "ssp._native")]
 struct NativeServer {
@@ -166,18 +241,23 @@ struct NativeServer {
 impl NativeServer {
     #[new]
     #[pyo3(
-        signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE),
-        text_signature = "(shared_secret, sync_folder, host='localhost', port=8888, chunk_size=524288)"
+        signature = (shared_secret, sync_folder, host = "localhost".to_owned(), port = 8888, chunk_size = DEFAULT_CHUNK_SIZE, *, read_only = false, keep_versions_days = Some(DEFAULT_VERSIONS_KEEP_DAYS as f64)),
+        text_signature = "(shared_secret, sync_folder, host='localhost', port=8888, chunk_size=524288, *, read_only=False, keep_versions_days=30.0)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared_secret: String,
         sync_folder: PathBuf,
         host: String,
         port: u16,
         chunk_size: usize,
+        read_only: bool,
+        keep_versions_days: Option<f64>,
     ) -> PyResult<Self> {
         let mut config = ServerConfig::new(shared_secret, sync_folder, host, port);
         config.chunk_size = check_chunk_size(chunk_size)?;
+        config.read_only = read_only;
+        config.versions_keep = versions_keep(keep_versions_days)?;
         Ok(Self {
             inner: Arc::new(Server::new(config)),
         })
@@ -219,20 +299,27 @@ struct NativeClient {
 impl NativeClient {
     #[new]
     #[pyo3(
-        signature = (shared_secret, sync_folder, server_host = "localhost".to_owned(), server_port = 8888, chunk_size = None),
-        text_signature = "(shared_secret, sync_folder, server_host='localhost', server_port=8888, chunk_size=None)"
+        signature = (shared_secret, sync_folder, server_host = "localhost".to_owned(), server_port = 8888, chunk_size = None, *, mode = "two-way", allow_mass_delete = false, keep_versions_days = Some(DEFAULT_VERSIONS_KEEP_DAYS as f64)),
+        text_signature = "(shared_secret, sync_folder, server_host='localhost', server_port=8888, chunk_size=None, *, mode='two-way', allow_mass_delete=False, keep_versions_days=30.0)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared_secret: String,
         sync_folder: PathBuf,
         server_host: String,
         server_port: u16,
         chunk_size: Option<usize>,
+        mode: &str,
+        allow_mass_delete: bool,
+        keep_versions_days: Option<f64>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::new(shared_secret, sync_folder, server_host, server_port);
         if let Some(size) = chunk_size {
             config.chunk_size = check_chunk_size(size)?;
         }
+        config.mode = parse_mode(mode)?;
+        config.allow_mass_delete = allow_mass_delete;
+        config.versions_keep = versions_keep(keep_versions_days)?;
         Ok(Self {
             inner: Arc::new(Client::new(config)),
         })
@@ -322,6 +409,51 @@ impl NativeClient {
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         snapshot(py, &self.inner.status())
     }
+
+    /// Conflicts, entries not synced and failures of the last sync.
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_object(py, &report_json(&self.inner.report()))
+    }
+
+    fn conflicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = Arc::clone(&self.inner);
+        awaitable(py, async move { to_json(client.conflicts().await?) })
+    }
+
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        copy: String,
+        keep: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keep = Keep::parse(keep).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "keep must be 'original', 'copy' or 'both', got {keep:?}"
+            ))
+        })?;
+        let client = Arc::clone(&self.inner);
+        awaitable(py, async move {
+            client.resolve(copy, keep).await.map(|()| Value::Null)
+        })
+    }
+
+    #[pyo3(signature = (path = None))]
+    fn versions<'py>(&self, py: Python<'py>, path: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let client = Arc::clone(&self.inner);
+        awaitable(py, async move { to_json(client.versions(path).await?) })
+    }
+
+    #[pyo3(signature = (path, at = None))]
+    fn restore<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        at: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let at = at.map(unix_time).transpose()?;
+        let client = Arc::clone(&self.inner);
+        awaitable(py, async move { to_json(client.restore(path, at).await?) })
+    }
 }
 
 /// One scanned file as Python sees it: (path, size, hex hash, mtime seconds, executable).
@@ -360,15 +492,15 @@ fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
         // process); a scan records local changes exactly as the next sync's would.
         let folder = crate::sync::Folder::open(&folder, false)?;
         let keep = crate::sync::days(crate::sync::DEFAULT_TOMBSTONE_KEEP_DAYS);
-        let mut scan = folder.scan(false, keep)?;
-        scan.files
-            .retain(|r| !r.deleted && r.kind == crate::index::EntryKind::File);
-        Ok::<_, Error>(scan)
+        // Like a sync's scan, this records local changes, so the mass-deletion guard applies:
+        // a listing must not turn a vanished folder into tombstones a later sync would send.
+        folder.scan(false, keep)
     });
     let scanned = scanned.map_err(to_py)?;
     Ok(scanned
         .files
         .into_iter()
+        .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
         .map(|r| {
             let hash = r.hash.to_hex();
             (r.path, r.size, hash, r.mtime_ns as f64 / 1e9, r.executable)
@@ -417,6 +549,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::sync::admission::SHORT_SECRET_CHARS,
     )?;
     m.add("MAX_PEER_TEXT_CHARS", MAX_PEER_TEXT_CHARS)?;
+    m.add("DEFAULT_VERSIONS_KEEP_DAYS", DEFAULT_VERSIONS_KEEP_DAYS)?;
+    let modes: Vec<&str> = SyncMode::ALL.iter().map(|m| m.as_str()).collect();
+    m.add("SYNC_MODES", pyo3::types::PyTuple::new(py, modes)?)?;
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    m.add("STATUSES", pyo3::types::PyTuple::new(py, statuses)?)?;
     m.add("SSPError", py.get_type::<SSPError>())?;
     m.add("AuthError", py.get_type::<AuthError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;

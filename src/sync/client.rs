@@ -308,6 +308,8 @@ impl Client {
         }
         .map_err(sanitize_error);
         let elapsed = started.elapsed().as_secs_f64();
+        // Each arm takes the stats lock for itself: a guard alive across the Err arm's await
+        // would make this future not `Send` (the bindings spawn it on the runtime).
         lock(&self.stats).sync_duration = elapsed;
         match result {
             Ok(out) => {

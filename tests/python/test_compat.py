@@ -28,7 +28,7 @@ def test_top_level_package_exports():
         SSPServer,
     )
 
-    assert PROTOCOL_VERSION == 2
+    assert PROTOCOL_VERSION == 3  # v3: two-way sync (issue 7); a v2 peer gets a version error
     assert CHUNK_SIZE == _native.DEFAULT_CHUNK_SIZE
     for name in ssp.__all__:
         assert hasattr(ssp, name), name

@@ -157,7 +157,9 @@ def test_resync_of_an_unchanged_tree_transfers_nothing(tmp_path, serve):
     assert second.client.get_sync_stats()["files_received"] == 0
 
 
-def test_a_changed_client_copy_is_restored_from_the_server(tmp_path, serve):
+def test_a_client_edit_is_never_replaced_by_the_servers_older_file(tmp_path, serve):
+    # One-way pull used to put the server's copy back over a newer local edit, losing it. Now
+    # the edit is the newer version: two-way sends it, and the server's old one is kept.
     src, dst = tmp_path / "server", tmp_path / "client"
     write_file(src, "doc.txt", b"server version")
     server = serve(src)
@@ -167,7 +169,9 @@ def test_a_changed_client_copy_is_restored_from_the_server(tmp_path, serve):
     result = pull(dst, server.port)
 
     assert result.ok, result.client.last_error
-    assert (dst / "doc.txt").read_bytes() == b"server version"
+    assert (dst / "doc.txt").read_bytes() == b"local edit!!!!"
+    assert (src / "doc.txt").read_bytes() == b"local edit!!!!"
+    assert any((src / ".ssp" / "versions").rglob("doc*.txt")), "the server's old version is kept"
 
 
 def test_several_clients_sync_from_one_server_at_once(tmp_path, serve):

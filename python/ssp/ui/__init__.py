@@ -5,6 +5,8 @@ Layout:
 - :mod:`ssp.ui.humanize` formats sizes, rates and durations for people.
 - :mod:`ssp.ui.messages` turns engine errors into one actionable line each.
 - :mod:`ssp.ui.folder` lists a sync folder (files, sizes, modified times) and filters it.
+- :mod:`ssp.ui.history` shows a folder's conflicts and kept versions and resolves or restores
+  them, and the last sync's entries not synced.
 - :mod:`ssp.ui.access` decides who may drive the page: the Host/Origin check against DNS
   rebinding and the optional access token per launch (``python -m ssp.ui``, see
   :mod:`ssp.ui.__main__`).
@@ -26,19 +28,31 @@ from ssp.ui.controller import (
     shared_controller,
 )
 from ssp.ui.folder import FileRow, FolderListing, filter_rows, list_folder
+from ssp.ui.history import (
+    KEEP_CHOICES,
+    ConflictRow,
+    FolderHistory,
+    NotSynced,
+    VersionRow,
+)
 from ssp.ui.humanize import human_bytes, human_duration, human_rate
 from ssp.ui.messages import explain
 
 __all__ = [
+    "KEEP_CHOICES",
     "ClientSettings",
+    "ConflictRow",
     "Controller",
     "FileRow",
+    "FolderHistory",
     "FolderListing",
     "LogBuffer",
+    "NotSynced",
     "ServerSettings",
     "ServerSnapshot",
     "SyncSnapshot",
     "ThroughputPoint",
+    "VersionRow",
     "close_shared_controller",
     "explain",
     "filter_rows",

@@ -27,12 +27,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ssp.client import SSPClient
 from ssp.server import SSPServer
 from ssp.text import LOG_LINE_MAX_CHARS, printable
+from ssp.ui.history import FolderHistory, NotSynced, not_synced_rows
 from ssp.ui.messages import explain, explain_client_failure
+
+if TYPE_CHECKING:
+    from ssp._native import _SyncMode
 
 __all__ = [
     "ClientSettings",
@@ -133,17 +137,20 @@ class ServerSettings:
     host: str
     port: int
     chunk_size: int
+    read_only: bool = False
+    """Take no changes from clients."""
 
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """What Start Sync needs: the server to pull from and the folder to pull into."""
+    """What Start Sync needs: the server to sync with, the folder to sync and how."""
 
     secret: str
     folder: Path
     host: str
     port: int
     chunk_size: int | None = None
+    mode: _SyncMode = "two-way"
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,7 @@ class ServerSnapshot:
     uptime_s: float | None = None
     error: str | None = None
     """Why the last start failed or the server stopped on its own, as one actionable line."""
+    read_only: bool = False
 
     @property
     def running(self) -> bool:
@@ -198,6 +206,13 @@ class SyncSnapshot:
     files_received: int = 0
     bytes_received: int = 0
     files_unchanged: int = 0
+    files_sent: int = 0
+    files_deleted: int = 0
+    conflicts: int = 0
+    """Conflicts the last sync found (listed by :meth:`Controller.history`)."""
+    not_synced: tuple[NotSynced, ...] = ()
+    """Entries the last sync did not sync, then the changes that failed, each with why."""
+    mode: str = "two-way"
     pending_requests: int = 0
     duration_s: float | None = None
     started_at: float | None = None
@@ -345,6 +360,7 @@ class ServerRunner:
                 host=settings.host,
                 port=settings.port,
                 chunk_size=settings.chunk_size,
+                read_only=settings.read_only,
             )
         except Exception as exc:
             self._record_failure(exc, settings)
@@ -458,6 +474,7 @@ class ServerRunner:
             clients=tuple(str(c) for c in status.get("clients") or ()) if alive else (),
             uptime_s=time.time() - started_at if started_at and state == "running" else None,
             error=error,
+            read_only=settings.read_only if settings else False,
         )
 
 
@@ -465,7 +482,7 @@ class ServerRunner:
 
 
 class SyncRunner:
-    """One sync at a time: connect, pull, disconnect, in a background thread."""
+    """One sync at a time: connect, sync, disconnect, in a background thread."""
 
     def __init__(self) -> None:
         # Guards every field below; the client's callbacks take it on the sync thread.
@@ -494,6 +511,7 @@ class SyncRunner:
                 port=settings.port,
                 folder=str(settings.folder),
                 started_at=time.time(),
+                mode=settings.mode,
             )
             self._failure_status = None
             self._cancel.clear()
@@ -507,6 +525,7 @@ class SyncRunner:
                 server_host=settings.host,
                 server_port=settings.port,
                 chunk_size=settings.chunk_size,
+                mode=settings.mode,
             )
         except Exception as exc:
             self._finish(state="failed", error=self._explain(exc, settings))
@@ -520,7 +539,11 @@ class SyncRunner:
             self._client = client
             self._thread = thread
         client_log.info(
-            "sync from %s:%d into %s started", settings.host, settings.port, settings.folder
+            "%s sync of %s with %s:%d started",
+            settings.mode,
+            settings.folder,
+            settings.host,
+            settings.port,
         )
         thread.start()
         return True
@@ -546,6 +569,7 @@ class SyncRunner:
         except BaseException as exc:
             ok, error = False, self._explain(exc, settings)
         stats = client.get_sync_stats()
+        report = client.get_last_report()
         with self._lock:
             failure = self._failure_status
         if ok:
@@ -558,16 +582,22 @@ class SyncRunner:
                 error = explain_client_failure(
                     failure, client.last_error, host=settings.host, port=settings.port
                 )
-        self._finish(state=state, error=error, stats=stats)
+        self._finish(state=state, error=error, stats=stats, report=report)
         if state == "failed":
             client_log.warning("%s", error)
         else:
             client_log.info("sync %s", state)
 
     def _finish(
-        self, *, state: SyncState, error: str | None, stats: dict[str, Any] | None = None
+        self,
+        *,
+        state: SyncState,
+        error: str | None,
+        stats: dict[str, Any] | None = None,
+        report: Any = None,
     ) -> None:
         stats = stats or {}
+        not_synced = tuple(not_synced_rows(report or {}))
         with self._lock:
             snap = self._snapshot
             snap = replace(
@@ -577,6 +607,10 @@ class SyncRunner:
                 files_received=_int(stats.get("files_received", snap.files_received)),
                 bytes_received=_int(stats.get("bytes_received", snap.bytes_received)),
                 files_unchanged=_int(stats.get("files_unchanged", snap.files_unchanged)),
+                files_sent=_int(stats.get("files_sent", snap.files_sent)),
+                files_deleted=_int(stats.get("files_deleted", snap.files_deleted)),
+                conflicts=len((report or {}).get("conflicts") or ()),
+                not_synced=not_synced,
                 duration_s=_float(stats.get("sync_duration")) or snap.duration_s,
                 pending_requests=0,
                 finished_at=time.time(),
@@ -677,6 +711,11 @@ class Controller:
         if ssp_logger.getEffectiveLevel() > logging.INFO:
             ssp_logger.setLevel(logging.INFO)
         ssp_logger.addHandler(self.logs)
+
+    @staticmethod
+    def history(folder: Path) -> FolderHistory:
+        """Conflicts and kept versions of ``folder`` (resolve, restore): local, no server."""
+        return FolderHistory(folder)
 
     def throughput(self, window_s: float = 300.0) -> list[ThroughputPoint]:
         """Server send and client receive rates over the last ``window_s`` seconds."""
