@@ -345,7 +345,7 @@ impl Client {
                 if let Some((path, reason)) = out.failures.first() {
                     let err = Error::Incomplete {
                         failed: out.failures.len() as u64,
-                        total: out.files_total,
+                        total: out.changes.max(out.failures.len() as u64),
                         // Both may quote the server (its paths, its ERROR text).
                         first: format!("{}: {}", peer_text(path), peer_text(reason)),
                     };

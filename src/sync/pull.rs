@@ -559,13 +559,15 @@ impl Local<'_> {
     }
 
     /// Deletes one path the peer deleted (files into versions; folders only when empty).
-    fn delete(&mut self, p: &Planned) -> Result<()> {
+    /// `Ok(false)`: a folder that still holds files (changes here that won over the peer's
+    /// deletion, or ignored ones) stays.
+    fn delete(&mut self, p: &Planned) -> Result<bool> {
         let rel = RelPath::parse(&p.record.path)?;
         let expect = Expect::of(p.local.as_ref());
         let (dir, st) = match self.at(&rel, false) {
             Ok(x) => x,
             // The parent is gone already (deleted with it): nothing left to do.
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(true),
         };
         if !expect.holds(st.as_ref()) {
             return Err(Error::io(
@@ -573,10 +575,17 @@ impl Local<'_> {
                 std::io::Error::other(CHANGED_HERE),
             ));
         }
-        if let Some(st) = st {
-            self.clear(&dir, &rel, &st)?;
+        match st {
+            Some(st) if st.is_dir => match dir.remove_dir(rel.file_name()) {
+                Ok(()) => Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::io(rel.to_string(), e)),
+            },
+            Some(st) => self.clear(&dir, &rel, &st).map(|()| true),
+            None => Ok(true),
         }
-        Ok(())
     }
 }
 
@@ -680,19 +689,32 @@ pub(crate) async fn delete_local(
     let (deleted, failures) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut local = Local::open(&f, keep)?;
         let mut held = f.hold();
-        let (mut stored, mut failures, mut deleted) = (Vec::new(), Vec::new(), 0u64);
+        let (mut stored, mut kept, mut failures, mut deleted) =
+            (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for p in &items {
             match local.delete(p) {
-                Ok(()) => {
-                    if p.local.as_ref().is_some_and(|l| !l.deleted) {
+                Ok(true) => {
+                    if p.local
+                        .as_ref()
+                        .is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
+                    {
                         deleted += 1;
                     }
                     stored.push(p.record.clone());
+                }
+                // The folder stays for what it still holds: a new version of it, newer than
+                // the peer's deletion, so the peer brings the folder back too.
+                Ok(false) => {
+                    if let Some(mut dir) = p.local.clone() {
+                        dir.version.merge(&p.record.version);
+                        kept.push(dir);
+                    }
                 }
                 Err(e) => failures.push((p.record.path.clone(), e.to_string())),
             }
         }
         held.commit(stored, false)?;
+        held.commit(kept, true)?;
         Ok((deleted, failures))
     })
     .await

@@ -50,6 +50,8 @@ pub(crate) struct RoundOutcome {
     pub warnings: Vec<Skipped>,
     /// (path, reason) of changes that failed.
     pub failures: Vec<(String, String)>,
+    /// Changes this round had to apply here (fetches, deletions, folders, metadata, ...).
+    pub changes: u64,
     /// The peer's device ID.
     pub peer_device: Option<crate::index::DeviceId>,
 }
@@ -185,6 +187,17 @@ async fn round(
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
     let mut scan = scan_with_heartbeats(link, folder, cfg).await?;
+    tracing::info!(
+        "scan: {} entries, {} hashed, {} not synced; the peer {}",
+        scan.files.len(),
+        scan.hashed,
+        scan.skipped.len(),
+        if peer_pulls {
+            "pulls from us"
+        } else {
+            "takes nothing"
+        }
+    );
     let mut out = RoundOutcome {
         skipped: scan.skipped.clone(),
         ..Default::default()
@@ -274,6 +287,14 @@ async fn round(
             .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
             .count();
         out.unchanged = live.saturating_sub(plan.len()) as u64;
+        out.changes = plan.len() as u64;
+        tracing::info!(
+            "plan: {} of the peer's entries to apply here ({} deletions), {} conflicts, {} unchanged",
+            plan.len(),
+            plan.deleted_files(),
+            out.conflicts.len(),
+            out.unchanged
+        );
         if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
