@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use ssp::{Client, ClientConfig};
 
 /// Cases run by default (see the module doc for raising it).
-const DEFAULT_CASES: u32 = 150;
+const DEFAULT_CASES: u32 = 200;
 
 /// The paths operations touch: top-level files and files one and two folders deep, so writes
 /// create folders and renames move files between them.
@@ -239,7 +239,12 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
                     let _ = std::fs::remove_file(roots[replica].join(rel));
                 }
                 Op::DeleteFolder { replica } => {
-                    for rel in PATHS.iter().filter(|p| p.starts_with("d/")) {
+                    // Everything in it goes by the user's hand, conflict copies included.
+                    let doomed: Vec<String> = tree(roots[replica])
+                        .into_keys()
+                        .filter(|p| p.starts_with("d/"))
+                        .collect();
+                    for rel in &doomed {
                         model.destroying(replica, roots[replica], rel);
                     }
                     let _ = std::fs::remove_dir_all(roots[replica].join("d"));
