@@ -416,23 +416,23 @@ impl Local<'_> {
                         std::io::Error::other(CHANGED_HERE),
                     ));
                 }
-                if let (Some(st), true) = (&st, p.copy_taken) {
-                    // This loser was copied before: keep it in versions, not over the copy.
-                    self.clear(&dir, &rel, st)?;
-                } else if st.is_some() {
+                if let Some(st) = &st {
                     let (cdir, cst) = self.at(&copy_rel, true)?;
-                    if cst.is_some() {
-                        return Err(Error::io(
-                            copy.clone(),
-                            std::io::Error::other("the conflict copy's name is taken"),
-                        ));
-                    }
-                    dir.rename_to(rel.file_name(), &cdir, copy_rel.file_name())
-                        .map_err(|e| Error::io(format!("making the conflict copy {copy}"), e))?;
-                    if let Some(mut c) = p.local.clone() {
-                        c.path = copy.clone();
-                        c.version = Default::default();
-                        copies.push(c);
+                    if p.copy_taken || cst.is_some() {
+                        // This loser was copied before (the copy is known here or on its way
+                        // from the peer), or something new holds the name: ours goes into
+                        // versions, so nothing is written over and nothing is lost.
+                        self.clear(&dir, &rel, st)?;
+                    } else {
+                        dir.rename_to(rel.file_name(), &cdir, copy_rel.file_name())
+                            .map_err(|e| {
+                                Error::io(format!("making the conflict copy {copy}"), e)
+                            })?;
+                        if let Some(mut c) = p.local.clone() {
+                            c.path = copy.clone();
+                            c.version = Default::default();
+                            copies.push(c);
+                        }
                     }
                 }
                 *then

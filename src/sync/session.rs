@@ -485,6 +485,9 @@ fn plan_round(
     let mask = umask();
     let mut plan = LocalPlan::default();
 
+    // Conflict copies the peer already has (made there in an earlier round): ours would land
+    // on the same name with the same loser, so ours goes into versions instead.
+    let remote_paths: HashSet<String> = remote.iter().map(|r| r.path.clone()).collect();
     for r in remote {
         // Ignored here: neither fetched nor deleted, whatever the peer did.
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
@@ -498,7 +501,8 @@ fn plan_round(
         match (d.action, d.record) {
             (Action::Keep, _) => {}
             (action, Some(record)) => {
-                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy.as_str()));
+                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. }
+                    if local.contains_key(copy.as_str()) || remote_paths.contains(copy));
                 // Taken as the peer sent it: no need to send it back to that peer.
                 let mut record = record;
                 if record.version == r.version {
