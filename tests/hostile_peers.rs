@@ -219,6 +219,7 @@ async fn hostile_client(port: u16, msg: Message) -> Vec<Message> {
             device: common::PEER_DEVICE,
             read_only: false,
             allow_mass_delete: false,
+            known: Default::default(),
         }))
         .await
         .unwrap();
@@ -329,9 +330,9 @@ async fn version_mismatch_names_both_versions() {
     let mut reader = FramedRead::new(r, FrameDecoder::default());
     writer
         .send(Message::Hello(Hello {
-            version: 1,
-            min_version: 1,
-            software: "old".into(),
+            version: 2,
+            min_version: 2,
+            software: "ssp/0.1.0 (one-way, v2)".into(),
         }))
         .await
         .unwrap();
@@ -339,9 +340,7 @@ async fn version_mismatch_names_both_versions() {
         Some(Ok(Message::Error(e))) => {
             assert_eq!(e.code, ErrorCode::VersionMismatch);
             assert!(
-                e.message
-                    .contains(&format!("speaks {}", ssp::PROTOCOL_VERSION))
-                    && e.message.contains("speaks 1"),
+                e.message.contains("server speaks 3") && e.message.contains("client speaks 2"),
                 "{}",
                 e.message
             );
@@ -473,6 +472,7 @@ async fn a_file_that_changed_after_the_index_is_reported_not_sent() {
         device: common::PEER_DEVICE,
         read_only: false,
         allow_mass_delete: false,
+        known: Default::default(),
     }))
     .await
     .unwrap();

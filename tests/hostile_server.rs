@@ -573,3 +573,167 @@ async fn a_servers_words_reach_errors_and_events_escaped_and_capped() {
         }
     }
 }
+
+/// A file written here while its fetch is on the way is never overwritten: the finish step
+/// finds the target no longer what the plan saw (absent) and leaves it; the sync names it.
+#[tokio::test]
+async fn a_target_changed_here_during_the_fetch_is_left_alone() {
+    let base = tempfile::tempdir().unwrap();
+    let target = base.path().join("f");
+    let mine = target.clone();
+    let (port, server) = fake_server(move |mut conn| async move {
+        sync_requested(&mut conn).await;
+        let idx = FileIndex {
+            entries: vec![entry("f", b"theirs")],
+            last: true,
+        };
+        conn.writer.send(Message::FileIndex(idx)).await.unwrap();
+        while let Some(Ok(msg)) = conn.reader.next().await {
+            let reply = match msg {
+                Message::FileRequest(r) => {
+                    // The user saves their own `f` between the plan and the finish.
+                    std::fs::write(&mine, b"my own edit").unwrap();
+                    Message::FileChunk(FileChunk {
+                        id: r.id,
+                        offset: 0,
+                        last: true,
+                        data: Bytes::from_static(b"theirs"),
+                    })
+                }
+                Message::SyncComplete(c) => Message::SyncComplete(c),
+                _ => continue,
+            };
+            if conn.writer.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let err = failing_sync(client(base.path(), port), "changed target").await;
+    assert_eq!(err.kind(), ErrorKind::Incomplete, "{err}");
+    assert!(err.to_string().contains("changed here"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"my own edit");
+    let _ = server.await;
+}
+
+#[tokio::test]
+async fn a_hostile_two_way_index_is_refused_before_anything_is_written() {
+    use ssp::index::{DeviceId, EntryKind, VersionVector};
+    let link = |target: &str| IndexEntry {
+        kind: EntryKind::Symlink,
+        target: Some(target.into()),
+        ..entry("link", target.as_bytes())
+    };
+    // (case, the hostile entry next to a good file, what the error says)
+    let cases = [
+        (
+            "a symlink out of the folder",
+            link("../outside"),
+            "outside the folder",
+        ),
+        (
+            "an absolute symlink",
+            link("/etc/passwd"),
+            "outside the folder",
+        ),
+        (
+            "a symlink into the metadata folder",
+            link(".ssp/index.redb"),
+            "outside the folder",
+        ),
+        (
+            "a symlink without a target",
+            IndexEntry {
+                target: None,
+                ..link("x")
+            },
+            "outside the folder",
+        ),
+        (
+            "a version naming 257 devices",
+            IndexEntry {
+                version: VersionVector((0..257).map(|d| (DeviceId(d), 1)).collect()),
+                ..entry("f", b"x")
+            },
+            "more than 256 devices",
+        ),
+    ];
+    for (case, hostile, says) in cases {
+        let base = tempfile::tempdir().unwrap();
+        let (port, server) = serving(vec![entry("good", b"x"), hostile], |_| Ok(b"x")).await;
+        let err = failing_sync(client(base.path(), port), case).await;
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{case}: {err}");
+        assert!(err.to_string().contains(says), "{case}: {err}");
+        let seen = server.await.unwrap();
+        assert_eq!(requests(&seen), 0, "{case}: nothing may be requested");
+        assert!(tree(base.path()).is_empty(), "{case}: nothing written");
+        assert!(
+            std::fs::symlink_metadata(base.path().join("link")).is_err(),
+            "{case}: no link made"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_peer_index_that_deletes_every_file_is_refused_unless_confirmed() {
+    use ssp::index::VersionVector;
+    // (the user confirmed mass deletion, files left here, versions kept)
+    for (confirmed, left, kept) in [(false, vec!["a", "d/b"], 0), (true, vec![], 2)] {
+        let base = tempfile::tempdir().unwrap();
+        common::write(base.path(), "a", b"1");
+        common::write(base.path(), "d/b", b"2");
+        let device = ssp::sync::Folder::open(base.path(), false)
+            .unwrap()
+            .device();
+        // The peer deleted both after it had seen our versions: its tombstones are newer.
+        let gone = |path: &str| IndexEntry {
+            deleted: true,
+            version: VersionVector(
+                [(device, 1), (common::PEER_DEVICE, 2)]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..entry(path, b"")
+        };
+        let (port, server) = serving(vec![gone("a"), gone("d/b")], |_| Ok(b"")).await;
+        let mut config = client(base.path(), port);
+        config.allow_mass_delete = confirmed;
+        let result = tokio::time::timeout(GIVE_UP, Client::new(config).sync(None))
+            .await
+            .expect("the client hung");
+        let seen = server.await.unwrap();
+        let told = seen.iter().any(|m| {
+            matches!(
+                m,
+                Message::Error(ErrorMsg {
+                    code: ErrorCode::MassDeletion,
+                    ..
+                })
+            )
+        });
+        if confirmed {
+            result.expect("confirmed: the deletions are applied");
+        } else {
+            let err = result.expect_err("the guard stops the round");
+            assert_eq!(err.kind(), ErrorKind::Folder, "{err}");
+            assert!(
+                err.to_string().contains("deletes all 2 files here"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            told, !confirmed,
+            "confirmed {confirmed}: the peer is told why"
+        );
+        assert_eq!(tree(base.path()), left, "confirmed {confirmed}");
+        let versions = walkdir::WalkDir::new(base.path().join(".ssp/versions"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert_eq!(
+            versions, kept,
+            "confirmed {confirmed}: what went is kept in versions"
+        );
+    }
+}

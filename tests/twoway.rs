@@ -477,3 +477,32 @@ async fn names_that_would_clobber_each_other_elsewhere_are_held_back_and_reporte
     assert_eq!(read(p.s(), "ok.txt"), "fine", "nothing was clobbered");
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn files_ignored_before_arrive_once_the_pattern_is_dropped() {
+    let p = Pair::new(&[("keep.txt", "k"), ("build/out.o", "server object")]).await;
+    std::fs::write(p.c().join(".sspignore"), "build/\n").unwrap();
+    p.sync().await;
+    p.sync().await;
+    assert!(!p.c().join("build").exists());
+    // The server has nothing new since, but our rules changed: its whole index is due again.
+    std::fs::write(p.c().join(".sspignore"), "# nothing ignored\n").unwrap();
+    p.sync().await;
+    assert_eq!(read(p.c(), "build/out.o"), "server object");
+    p.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rename_reuses_the_content_already_here_instead_of_sending_it_again() {
+    let big = "r".repeat(1 << 20);
+    let p = Pair::new(&[("old/name.bin", big.as_str())]).await;
+    p.sync().await;
+    std::fs::create_dir_all(p.s().join("new")).unwrap();
+    std::fs::rename(p.s().join("old/name.bin"), p.s().join("new/name.bin")).unwrap();
+    let client = p.sync().await;
+    assert_eq!(read(p.c(), "new/name.bin"), big);
+    assert!(!p.c().join("old/name.bin").exists(), "the old name is gone");
+    let stats = client.status().stats;
+    assert_eq!(stats.bytes_received, 0, "nothing was sent again: {stats:?}");
+    p.server.stop().await;
+}

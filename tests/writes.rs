@@ -67,8 +67,8 @@ async fn permission_bits_travel_and_never_widen() {
     let stats = client.sync(None).await.unwrap();
     assert_eq!(
         stats.files_unchanged,
-        table.len() as u64 + 1,
-        "and then settled (the files and the folder `group`)"
+        table.len() as u64,
+        "and then settled"
     );
     client.disconnect(None).await;
     server.stop().await;

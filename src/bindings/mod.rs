@@ -488,10 +488,12 @@ fn tune_allocator_for_transfers() -> bool {
 #[pyfunction]
 fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
     let scanned = py.detach(move || {
+        // Through the folder's one model (shared with a server or client of it in this
+        // process); a scan records local changes exactly as the next sync's would.
         let folder = crate::sync::Folder::open(&folder, false)?;
+        let keep = crate::sync::days(crate::sync::DEFAULT_TOMBSTONE_KEEP_DAYS);
         // Like a sync's scan, this records local changes, so the mass-deletion guard applies:
         // a listing must not turn a vanished folder into tombstones a later sync would send.
-        let keep = crate::sync::days(crate::sync::DEFAULT_TOMBSTONE_KEEP_DAYS);
         folder.scan(false, keep)
     });
     let scanned = scanned.map_err(to_py)?;

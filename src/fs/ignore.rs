@@ -23,12 +23,17 @@ pub const MAX_IGNORE_FILE_BYTES: u64 = 1024 * 1024;
 pub struct IgnoreRules {
     /// The `.sspignore` patterns; `None` without a file (only the built-ins apply).
     patterns: Option<Gitignore>,
+    /// BLAKE3 of the file's text (zero without one): tells when the rules changed.
+    fingerprint: [u8; 32],
 }
 
 impl IgnoreRules {
     /// No patterns: only the built-in ignores.
     pub fn none() -> IgnoreRules {
-        IgnoreRules { patterns: None }
+        IgnoreRules {
+            patterns: None,
+            fingerprint: [0; 32],
+        }
     }
 
     /// Reads `<root>/.sspignore` through the root's descriptor (never through a symlink, at
@@ -89,7 +94,16 @@ impl IgnoreRules {
             .map_err(|e| Error::Config(format!("bad ignore patterns: {}", one_line(&e))))?;
         Ok(IgnoreRules {
             patterns: (!patterns.is_empty()).then_some(patterns),
+            fingerprint: *blake3::hash(text.as_bytes()).as_bytes(),
         })
+    }
+
+    /// The first 8 bytes of the rules' fingerprint (0 without an ignore file): differs when
+    /// the ignore file's text does.
+    pub fn fingerprint(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.fingerprint[..8]);
+        u64::from_be_bytes(b)
     }
 
     /// Whether the `/`-separated relative path `rel` (a folder if `is_dir`) is ignored: by a

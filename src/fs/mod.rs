@@ -15,7 +15,8 @@ pub use beneath::Beneath;
 pub use dir::{umask, Dir, EntryStat, Resolve};
 pub use ignore::{IgnoreRules, IGNORE_FILE, MAX_IGNORE_FILE_BYTES};
 pub use names::{
-    clashes, symlink_target_inside, to_wire, windows_problem, Clash, MAX_SYMLINK_TARGET_BYTES,
+    clashes, fold_key, symlink_target_inside, to_wire, windows_problem, Clash,
+    MAX_SYMLINK_TARGET_BYTES,
 };
 pub use relpath::RelPath;
 pub(crate) use scan::check_folder;

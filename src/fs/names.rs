@@ -104,7 +104,11 @@ impl Clash {
 /// for one: NFC, then lowercase per character (not the context-sensitive `str::to_lowercase`,
 /// so a final sigma folds like any other), with `ς` folded to `σ` as Unicode case folding does.
 /// An approximation of the file systems' simple case folding, which is what they use.
-fn fold_key(path: &str) -> String {
+pub fn fold_key(path: &str) -> String {
+    // Most paths are ASCII: NFC leaves them alone and ASCII lowercasing is the whole fold.
+    if path.is_ascii() {
+        return path.to_ascii_lowercase();
+    }
     let folded: String = to_wire(path)
         .chars()
         .flat_map(char::to_lowercase)

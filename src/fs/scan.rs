@@ -36,6 +36,9 @@ pub struct ScanResult {
     /// Entries not synced, each with why (unsupported type, unreadable, a name that cannot be
     /// synced, a symlink pointing outside, changing while scanned).
     pub skipped: Vec<Skipped>,
+    /// The folder's sequence number once this scan's changes were committed: `files` is
+    /// complete up to it.
+    pub sequence: u64,
 }
 
 /// An entry the scan did not take into the index, and why.
@@ -287,6 +290,23 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             .to_string_lossy()
             .into_owned()
     };
+    // Not taken into the index, and not deleted either: whatever the store knew of it stays.
+    let skip_keeping = |out: &mut ScanResult,
+                        cache: &mut HashMap<String, FileRecord>,
+                        rel: &RelPath,
+                        reason: String| {
+        tracing::warn!(
+            "not synced: {}: {reason}",
+            crate::protocol::peer_text(rel.as_str())
+        );
+        out.skipped.push(Skipped {
+            path: rel.as_str().to_owned(),
+            reason,
+        });
+        if let Some(prev) = cache.remove(rel.as_str()) {
+            out.files.push(prev);
+        }
+    };
     let skip = |out: &mut ScanResult, path: String, reason: String| {
         tracing::warn!(
             "not synced: {}: {reason}",
@@ -334,28 +354,18 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
             }
         };
         if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
-            skip(
+            skip_keeping(
                 &mut out,
-                rel.as_str().to_owned(),
+                cache,
+                &rel,
                 "not a regular file, folder or symlink".into(),
             );
-            // Not deleted either: whatever the store knew of it stays.
-            if let Some(prev) = cache.remove(rel.as_str()) {
-                out.files.push(prev);
-            }
             continue;
         }
         let md = match entry.metadata() {
             Ok(md) => md,
             Err(e) => {
-                skip(
-                    &mut out,
-                    rel.as_str().to_owned(),
-                    format!("cannot be read: {e}"),
-                );
-                if let Some(prev) = cache.remove(rel.as_str()) {
-                    out.files.push(prev);
-                }
+                skip_keeping(&mut out, cache, &rel, format!("cannot be read: {e}"));
                 continue;
             }
         };
@@ -374,14 +384,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 match checked {
                     Ok(t) => (EntryKind::Symlink, Some(t)),
                     Err(why) => {
-                        skip(
-                            &mut out,
-                            rel.as_str().to_owned(),
-                            format!("symlink not synced: {why}"),
-                        );
-                        if let Some(prev) = cache.remove(rel.as_str()) {
-                            out.files.push(prev);
-                        }
+                        skip_keeping(&mut out, cache, &rel, format!("symlink not synced: {why}"));
                         continue;
                     }
                 }
@@ -413,6 +416,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 target,
                 sequence: 0,
                 modified_by: None,
+                origin: None,
             };
             found.push(Found::Known(rec, cache.remove(rel.as_str())));
             continue;
@@ -493,6 +497,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                             target: None,
                             sequence: 0,
                             modified_by: None,
+                            origin: None,
                         };
                         versioned.keep(rec, prev);
                     }
@@ -527,6 +532,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
         }
         if !rec.deleted && versioned.device.is_some() {
             rec.deleted = true;
+            rec.origin = None;
             rec.size = 0;
             rec.mtime_ns = ctx.now_ns;
             rec.inode = 0;
@@ -570,6 +576,7 @@ impl Versioner<'_, '_> {
                 now.version = prev.version;
                 now.sequence = prev.sequence;
                 now.modified_by = prev.modified_by;
+                now.origin = prev.origin;
                 if now.kind == crate::index::EntryKind::Dir {
                     // Folder permission bits do not travel: a change of them is no new version.
                     now.mode = prev.mode;
@@ -581,6 +588,7 @@ impl Versioner<'_, '_> {
             }
             prev => {
                 now.version = prev.map(|p| p.version).unwrap_or_default();
+                now.origin = None;
                 self.bump(&mut now);
                 self.out.changed.push(now.clone());
                 self.out.files.push(now);

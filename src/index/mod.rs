@@ -104,6 +104,10 @@ pub struct FileRecord {
     /// The device whose change made this version (names conflict copies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_by: Option<DeviceId>,
+    /// The peer this exact version was taken from (never on the wire): it has it already, so
+    /// it is not sent back to it. Cleared by any change made here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<DeviceId>,
 }
 
 impl FileRecord {
@@ -148,6 +152,7 @@ impl FileRecord {
             target: e.target.clone(),
             sequence: e.sequence,
             modified_by: e.modified_by,
+            origin: None,
         }
     }
 

@@ -420,6 +420,7 @@ mod tests {
             target: None,
             sequence: 0,
             modified_by: None,
+            origin: None,
         }
     }
 

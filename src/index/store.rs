@@ -107,6 +107,65 @@ impl IndexStore {
         Ok(id)
     }
 
+    /// The sequence up to which we applied `peer`'s index (0: never synced with it).
+    pub fn peer_sequence(&self, peer: super::DeviceId) -> Result<u64> {
+        Ok(self.meta(&format!("peer:{peer}"))?.unwrap_or(0))
+    }
+
+    /// Every peer's sequence we know (see [`IndexStore::peer_sequence`]).
+    pub fn peer_sequences(&self) -> Result<Vec<(super::DeviceId, u64)>> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(store_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.range("peer:".."peer;").map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            if let Some(d) = k
+                .value()
+                .strip_prefix("peer:")
+                .and_then(super::DeviceId::parse)
+            {
+                out.push((d, v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets every peer's sequence (each sends its whole index next time) and records
+    /// `ignore`, the ignore rules' fingerprint they were applied under.
+    pub fn reset_peer_sequences(&self, ignore: u64) -> Result<()> {
+        let peers = self.peer_sequences()?;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = txn.open_table(META).map_err(store_err)?;
+            for (d, _) in peers {
+                table
+                    .remove(format!("peer:{d}").as_str())
+                    .map_err(store_err)?;
+            }
+            table.insert("ignore", ignore).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// The ignore rules' fingerprint peer sequences were recorded under (0: none).
+    pub fn ignore_fingerprint(&self) -> Result<u64> {
+        Ok(self.meta("ignore")?.unwrap_or(0))
+    }
+
+    /// Records that `peer`'s index is applied up to `sequence`.
+    pub fn set_peer_sequence(&self, peer: super::DeviceId, sequence: u64) -> Result<()> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.open_table(META)
+            .map_err(store_err)?
+            .insert(format!("peer:{peer}").as_str(), sequence)
+            .map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
     /// The last sequence number given to a change (0 for a new folder).
     pub fn sequence(&self) -> Result<u64> {
         Ok(self.meta("sequence")?.unwrap_or(0))
@@ -173,6 +232,7 @@ mod tests {
             target: None,
             sequence: 0,
             modified_by: None,
+            origin: None,
         }
     }
 

@@ -280,11 +280,14 @@ mod tests {
         assert!(dec.decode(&mut replay.clone()).is_err());
     }
 
-    /// Keeps the worked example of docs/protocol.md honest: its frame lengths, in order.
+    /// Keeps the worked example of docs/protocol.md honest: its frame lengths, in order, and
+    /// the JSON it quotes. A two-way client with an empty folder syncs with a server holding
+    /// `empty` and `hello.txt`.
     #[test]
     fn worked_example_in_the_docs_has_these_frame_lengths() {
+        use crate::index::{DeviceId, VersionVector};
         use crate::protocol::{
-            Auth, FileIndex, FileRequest, IndexEntry, SyncComplete, SyncRequest,
+            Auth, FileIndex, FileRequest, IndexEntry, SyncComplete, SyncMode, SyncRequest,
         };
         fn body_len(enc: &mut FrameEncoder, m: Message) -> usize {
             let mut buf = BytesMut::new();
@@ -293,8 +296,8 @@ mod tests {
         }
         let mut plain = FrameEncoder::default();
         let hello = Message::Hello(Hello {
-            version: 2,
-            min_version: 2,
+            version: 3,
+            min_version: 3,
             software: "ssp/0.2.0".into(),
         });
         let (a, b, mac) = ("41".repeat(33), "42".repeat(33), "9f".repeat(32));
@@ -314,14 +317,38 @@ mod tests {
         for (m, len) in handshake {
             assert_eq!(body_len(&mut plain, m.clone()), len, "{m:?}");
         }
-        let entry = |path: &str, content: &[u8]| IndexEntry {
+        let (client, server) = (
+            DeviceId(0x0123_4567_89AB_CDEF),
+            DeviceId(0xFEDC_BA98_7654_3210),
+        );
+        let sync_request = |device| {
+            Message::SyncRequest(SyncRequest {
+                mode: SyncMode::TwoWay,
+                device,
+                read_only: false,
+                allow_mass_delete: false,
+                known: Default::default(),
+            })
+        };
+        // The server's first scan: each file is a change of its own, version {server: 1},
+        // sequence numbers in path order.
+        let entry = |path: &str, content: &[u8], sequence| IndexEntry {
             path: path.into(),
             size: content.len() as u64,
             mtime_ns: 1_732_640_000_000_000_000,
             executable: false,
             mode: Some(0o644),
             hash: blake3::hash(content).to_hex().to_string(),
+            version: VersionVector([(server, 1)].into_iter().collect()),
+            sequence,
+            modified_by: Some(server),
             ..Default::default()
+        };
+        let index = |entries| {
+            Message::FileIndex(FileIndex {
+                entries,
+                last: true,
+            })
         };
         let request = |id, path: &str| {
             Message::FileRequest(FileRequest {
@@ -338,45 +365,54 @@ mod tests {
                 data: Bytes::from_static(data),
             })
         };
+        let complete = |files, bytes, sequence| {
+            Message::SyncComplete(SyncComplete {
+                files,
+                bytes,
+                failed: 0,
+                sequence,
+            })
+        };
+        let server_index = vec![entry("empty", b"", 1), entry("hello.txt", b"hello\n", 2)];
+        assert_eq!(
+            serde_json::to_string(&server_index[1]).unwrap(),
+            concat!(
+                r#"{"path":"hello.txt","size":6,"mtime_ns":1732640000000000000,"#,
+                r#""executable":false,"mode":420,"#,
+                r#""hash":"8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99","#,
+                r#""kind":"file","version":{"FEDCBA9876543210":1},"sequence":2,"#,
+                r#""modified_by":"FEDCBA9876543210"}"#
+            ),
+            "the entry quoted in the docs"
+        );
+        let mut quoted = BytesMut::new();
+        sync_request(client).encode_into(&mut quoted);
+        assert_eq!(
+            &quoted[..],
+            &b"\x0a{\"mode\":\"two-way\",\"device\":\"0123456789ABCDEF\",\"read_only\":false}"[..],
+            "the SYNC_REQUEST quoted in the docs"
+        );
         let (mut enc, _) = sealed_pair();
+        // (message, encrypted frame body length), in the order the docs show them.
         let session = [
-            (
-                Message::SyncRequest(SyncRequest {
-                    mode: crate::protocol::SyncMode::Pull,
-                    device: crate::index::DeviceId(0),
-                    read_only: false,
-                    allow_mass_delete: false,
-                }),
-                32,
-            ),
-            (
-                Message::FileIndex(FileIndex {
-                    entries: vec![entry("empty", b""), entry("hello.txt", b"hello\n")],
-                    last: true,
-                }),
-                368,
-            ),
+            (sync_request(client), 81),
+            (sync_request(server), 81),
+            (index(vec![]), 43),
+            (index(server_index), 554),
             (request(0, "empty"), 51),
             (request(1, "hello.txt"), 55),
+            (complete(0, 0, 2), 62),
             (chunk(0, b""), 33),
             (chunk(1, b"hello\n"), 39),
-            (
-                Message::SyncComplete(SyncComplete {
-                    files: 2,
-                    bytes: 6,
-                    failed: 0,
-                }),
-                49,
-            ),
-            (Message::Ack, 19),
+            (complete(2, 6, 0), 62),
         ];
         for (m, len) in session {
             assert_eq!(body_len(&mut enc, m.clone()), len, "{m:?}");
         }
         assert_eq!(
-            blake3::hash(b"hello\n").to_hex().as_str(),
-            "8e4c7c1b99dbfd50e7a95185fead5ee1448fa904a2fdd778eaf5f2dbfd629a99",
-            "the hash quoted in the docs"
+            blake3::hash(b"").to_hex().as_str(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+            "the empty file's hash quoted in the docs"
         );
     }
 

@@ -121,7 +121,15 @@ pub struct SyncRequest {
     /// guard stands down on both ends).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_mass_delete: bool,
+    /// For each peer device: the sequence up to which the sender has applied that device's
+    /// index. The receiver then sends only records changed after it (0 or absent: all).
+    /// At most [`MAX_KNOWN_PEERS`] entries.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub known: std::collections::BTreeMap<crate::index::DeviceId, u64>,
 }
+
+/// Most entries of `SyncRequest::known` (a folder syncs with a handful of peers).
+pub const MAX_KNOWN_PEERS: usize = 64;
 
 /// One entry of the sender's folder: a file, folder or symlink, or a tombstone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +209,10 @@ pub struct SyncComplete {
     pub bytes: u64,
     #[serde(default)]
     pub failed: u64,
+    /// The sender's sequence number its index of this round was complete up to: a peer that
+    /// applied all of it asks, next round, only for what changed since (`SyncRequest::known`).
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 /// Machine-readable error codes carried by ERROR.
@@ -405,6 +417,7 @@ mod tests {
                 device: crate::index::DeviceId(7),
                 read_only: true,
                 allow_mass_delete: mode == SyncMode::Push,
+                known: [(crate::index::DeviceId(9), 12)].into_iter().collect(),
             }));
         }
         roundtrip(Message::FileIndex(FileIndex {
@@ -445,6 +458,7 @@ mod tests {
             files: 1,
             bytes: 2,
             failed: 0,
+            sequence: 77,
         }));
         roundtrip(Message::Error(ErrorMsg {
             code: ErrorCode::BadPath,

@@ -9,7 +9,7 @@ mod text;
 pub use codec::{FrameDecoder, FrameEncoder};
 pub use message::{
     Auth, ErrorCode, ErrorMsg, FileChunk, FileIndex, FileRequest, Hello, IndexEntry, Message,
-    MessageType, SyncComplete, SyncMode, SyncRequest,
+    MessageType, SyncComplete, SyncMode, SyncRequest, MAX_KNOWN_PEERS,
 };
 pub use text::{peer_text, printable, sanitize_error, MAX_PEER_TEXT_CHARS};
 

@@ -345,7 +345,7 @@ impl Client {
                 if let Some((path, reason)) = out.failures.first() {
                     let err = Error::Incomplete {
                         failed: out.failures.len() as u64,
-                        total: out.files_total,
+                        total: out.changes.max(out.failures.len() as u64),
                         // Both may quote the server (its paths, its ERROR text).
                         first: format!("{}: {}", peer_text(path), peer_text(reason)),
                     };
@@ -470,8 +470,26 @@ impl Client {
     }
 }
 
+/// Runs disk work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+}
+
 #[cfg(test)]
 mod tests {
+    /// The bindings spawn syncs on the runtime's worker threads: the future must be `Send`
+    /// (a std mutex guard held across an await made it not, and only the bindings' build saw it).
+    #[test]
+    fn a_sync_can_run_on_any_runtime_thread() {
+        fn send<T: Send>(_: T) {}
+        let client = Client::new(ClientConfig::new("s", "/nonexistent", "127.0.0.1", 1));
+        send(client.sync(None));
+        send(client.conflicts());
+        send(client.versions(None));
+    }
+
     use super::*;
 
     /// The original's consumers compare these with numbers before any sync: they must be 0,
@@ -483,11 +501,4 @@ mod tests {
             assert_eq!(fresh[key], serde_json::json!(0.0), "{key}");
         }
     }
-}
-
-/// Runs disk work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store(e.to_string()))?
 }

@@ -31,7 +31,12 @@ pub struct Folder {
     sync_running: tokio::sync::Mutex<()>,
     /// Temp files (relative paths) that rounds of this folder are writing now: never stale.
     writing: Mutex<HashMap<String, usize>>,
+    /// When versions were last pruned (at most once per [`PRUNE_INTERVAL_S`]).
+    pruned: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often old versions are pruned (at the start of a round, when due).
+const PRUNE_INTERVAL_S: u64 = 3600;
 
 /// Temp files a round is writing, registered with the folder until dropped.
 pub(crate) struct Writing<'a> {
@@ -95,6 +100,7 @@ impl Folder {
             state: Mutex::new(sequence),
             sync_running: tokio::sync::Mutex::new(()),
             writing: Mutex::default(),
+            pruned: Mutex::new(None),
         });
         open.push((root, Arc::downgrade(&folder)));
         Ok(folder)
@@ -199,12 +205,33 @@ impl Folder {
         }
         self.store.commit(&scan.changed, &expired, next)?;
         *seq = next;
+        scan.sequence = next;
         Ok(scan)
     }
 
     /// Stores records of changes applied here; see [`Held::commit`].
     pub fn commit(&self, records: Vec<FileRecord>, local: bool) -> Result<Vec<FileRecord>> {
         self.hold().commit(records, local)
+    }
+
+    /// For each peer: the sequence up to which its index is applied here. Forgotten when the
+    /// ignore rules changed since: entries skipped as ignored must then be offered again.
+    pub fn known_peers(&self) -> Result<std::collections::BTreeMap<DeviceId, u64>> {
+        let rules = self.ignore_rules()?.fingerprint();
+        if self.store.ignore_fingerprint()? != rules {
+            self.store.reset_peer_sequences(rules)?;
+        }
+        Ok(self.store.peer_sequences()?.into_iter().collect())
+    }
+
+    /// Records that `peer`'s index is applied here up to `sequence`.
+    pub fn set_known(&self, peer: DeviceId, sequence: u64) -> Result<()> {
+        self.store.set_peer_sequence(peer, sequence)
+    }
+
+    /// The last sequence number given to a change here.
+    pub fn sequence(&self) -> u64 {
+        *self.lock_state()
     }
 
     /// The folder's ignore rules (`.sspignore` and the built-in ones), read now.
@@ -250,6 +277,7 @@ impl Held<'_> {
                 if local {
                     r.version.bump(device);
                     r.modified_by = Some(device);
+                    r.origin = None;
                 }
                 next += 1;
                 r.sequence = next;
@@ -444,6 +472,22 @@ impl Folder {
         let mut versions = crate::fs::Versions::open(writes.root())
             .map_err(|e| Error::io("opening .ssp/versions", e))?;
         versions.restore(&rel, at, SystemTime::now())
+    }
+
+    /// Prunes versions kept longer than `keep` if the last prune is an hour old (blocking).
+    pub fn prune_versions_if_due(&self, keep: Duration) {
+        {
+            let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(PRUNE_INTERVAL_S)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.prune_versions(keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{}: pruned {n} old versions", self.root.display()),
+            Err(e) => tracing::warn!("{}: cannot prune old versions: {e}", self.root.display()),
+        }
     }
 
     /// Deletes versions kept longer than `keep`; returns how many.

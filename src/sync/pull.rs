@@ -26,7 +26,7 @@ use crate::net::remote_error;
 use crate::progress::{Event, EventSink, Progress, TransferCounters, PROGRESS_INTERVAL_MS};
 use crate::protocol::{
     peer_text, sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, IndexEntry, Message,
-    INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
+    SyncComplete, INDEX_BATCH_ENTRIES, MAX_LOCAL_PATH_BYTES, MAX_PATH_DEPTH,
 };
 
 /// Files requested ahead of the one being received. Requests go out in batches: once half the
@@ -279,6 +279,11 @@ impl LocalPlan {
             record,
             copy_taken,
         });
+    }
+
+    /// Paths the plan changes.
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 
     /// Live local files the plan deletes.
@@ -554,13 +559,15 @@ impl Local<'_> {
     }
 
     /// Deletes one path the peer deleted (files into versions; folders only when empty).
-    fn delete(&mut self, p: &Planned) -> Result<()> {
+    /// `Ok(false)`: a folder that still holds files (changes here that won over the peer's
+    /// deletion, or ignored ones) stays.
+    fn delete(&mut self, p: &Planned) -> Result<bool> {
         let rel = RelPath::parse(&p.record.path)?;
         let expect = Expect::of(p.local.as_ref());
         let (dir, st) = match self.at(&rel, false) {
             Ok(x) => x,
             // The parent is gone already (deleted with it): nothing left to do.
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(true),
         };
         if !expect.holds(st.as_ref()) {
             return Err(Error::io(
@@ -568,10 +575,17 @@ impl Local<'_> {
                 std::io::Error::other(CHANGED_HERE),
             ));
         }
-        if let Some(st) = st {
-            self.clear(&dir, &rel, &st)?;
+        match st {
+            Some(st) if st.is_dir => match dir.remove_dir(rel.file_name()) {
+                Ok(()) => Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::io(rel.to_string(), e)),
+            },
+            Some(st) => self.clear(&dir, &rel, &st).map(|()| true),
+            None => Ok(true),
         }
-        Ok(())
     }
 }
 
@@ -675,19 +689,32 @@ pub(crate) async fn delete_local(
     let (deleted, failures) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut local = Local::open(&f, keep)?;
         let mut held = f.hold();
-        let (mut stored, mut failures, mut deleted) = (Vec::new(), Vec::new(), 0u64);
+        let (mut stored, mut kept, mut failures, mut deleted) =
+            (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for p in &items {
             match local.delete(p) {
-                Ok(()) => {
-                    if p.local.as_ref().is_some_and(|l| !l.deleted) {
+                Ok(true) => {
+                    if p.local
+                        .as_ref()
+                        .is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
+                    {
                         deleted += 1;
                     }
                     stored.push(p.record.clone());
+                }
+                // The folder stays for what it still holds: a new version of it, newer than
+                // the peer's deletion, so the peer brings the folder back too.
+                Ok(false) => {
+                    if let Some(mut dir) = p.local.clone() {
+                        dir.version.merge(&p.record.version);
+                        kept.push(dir);
+                    }
                 }
                 Err(e) => failures.push((p.record.path.clone(), e.to_string())),
             }
         }
         held.commit(stored, false)?;
+        held.commit(kept, true)?;
         Ok((deleted, failures))
     })
     .await
@@ -786,7 +813,7 @@ pub(crate) struct Fetched {
 
 /// Fetches `fetches` from the peer with pipelined requests (serving its requests meanwhile),
 /// writing each through a temp file that is verified and finished only onto what the plan
-/// saw. `peer_done` is set if the peer's SYNC_COMPLETE arrives meanwhile.
+/// saw. `peer_done` gets the peer's SYNC_COMPLETE if it arrives meanwhile.
 pub(crate) async fn fetch_all(
     link: &mut Link,
     folder: &Arc<Folder>,
@@ -794,7 +821,7 @@ pub(crate) async fn fetch_all(
     parts: &[PartFile],
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut bool,
+    peer_done: &mut Option<SyncComplete>,
 ) -> Result<Fetched> {
     let mut out = Fetched {
         files_total: fetches.len() as u64,
@@ -880,7 +907,7 @@ async fn transfer(
     parts: &HashMap<String, u64>,
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut bool,
+    peer_done: &mut Option<SyncComplete>,
 ) -> Result<Transferred> {
     let (chunk_size, patience) = (cfg.chunk_size, cfg.limits.progress_timeout);
     if fetches.is_empty() {
@@ -1008,7 +1035,7 @@ async fn transfer(
                                 batch.push(WriteCmd::Fail { id, reason: format!("the peer: {}", peer_text(&message)) });
                             }
                             Ok(Message::Error(e)) => return Err(remote_error(e)),
-                            Ok(Message::SyncComplete(_)) if !*peer_done => *peer_done = true,
+                            Ok(Message::SyncComplete(c)) if peer_done.is_none() => *peer_done = Some(c),
                             Ok(m) => return Err(Error::protocol(format!("unexpected {:?} during transfer", m.message_type()))),
                             Err(e) => return Err(e),
                         }

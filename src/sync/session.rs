@@ -13,11 +13,11 @@ use super::folder::Folder;
 use super::link::Link;
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
-use crate::fs::{clashes, to_wire, umask, windows_problem, ScanResult, Skipped};
+use crate::fs::{clashes, fold_key, to_wire, umask, windows_problem, ScanResult, Skipped};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
-    SCAN_HEARTBEAT_INTERVAL_MS,
+    MAX_KNOWN_PEERS, SCAN_HEARTBEAT_INTERVAL_MS,
 };
 
 /// How one side takes part in rounds (from its own config).
@@ -50,6 +50,8 @@ pub(crate) struct RoundOutcome {
     pub warnings: Vec<Skipped>,
     /// (path, reason) of changes that failed.
     pub failures: Vec<(String, String)>,
+    /// Changes this round had to apply here (fetches, deletions, folders, metadata, ...).
+    pub changes: u64,
     /// The peer's device ID.
     pub peer_device: Option<crate::index::DeviceId>,
 }
@@ -63,11 +65,18 @@ pub(crate) async fn client_round(
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
+    let known = {
+        let f = Arc::clone(folder);
+        tokio::task::spawn_blocking(move || f.known_peers())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??
+    };
     link.send(Message::SyncRequest(SyncRequest {
         mode,
         device: folder.device(),
         read_only: false,
         allow_mass_delete: cfg.allow_mass_delete,
+        known: known.into_iter().take(MAX_KNOWN_PEERS).collect(),
     }))
     .await?;
     let reply = match link.next(patience, "the server's SYNC_REQUEST").await? {
@@ -80,7 +89,11 @@ pub(crate) async fn client_round(
     };
     let i_pull = mode.client_pulls();
     let peer_pulls = mode.server_pulls() && !reply.read_only;
-    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    let peer = Peer {
+        device: reply.device,
+        knows: reply.known.get(&folder.device()).copied().unwrap_or(0),
+    };
+    let mut out = round(link, folder, i_pull, peer_pulls, peer, cfg, hooks).await?;
     out.peer_device = Some(reply.device);
     if reply.read_only && mode.server_pulls() {
         note_read_only(&mut out);
@@ -105,11 +118,30 @@ pub(crate) async fn server_round(
             message: why.into(),
         });
     }
+    if request.known.len() > MAX_KNOWN_PEERS {
+        let e = Error::protocol(format!(
+            "a SYNC_REQUEST naming more than {MAX_KNOWN_PEERS} peers"
+        ));
+        link.fail(ErrorCode::BadMessage, e.to_string()).await;
+        return Err(e);
+    }
+    let ours = {
+        let f = Arc::clone(folder);
+        tokio::task::spawn_blocking(move || f.known_peers())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??
+    };
+    let known = ours
+        .get(&request.device)
+        .map(|&seq| (request.device, seq))
+        .into_iter()
+        .collect();
     link.send(Message::SyncRequest(SyncRequest {
         mode: request.mode,
         device: folder.device(),
         read_only,
         allow_mass_delete: false,
+        known,
     }))
     .await?;
     let mut cfg = cfg.clone();
@@ -117,7 +149,11 @@ pub(crate) async fn server_round(
     let cfg = &cfg;
     let i_pull = request.mode.server_pulls() && !read_only;
     let peer_pulls = request.mode.client_pulls();
-    let mut out = round(link, folder, i_pull, peer_pulls, cfg, hooks).await?;
+    let peer = Peer {
+        device: request.device,
+        knows: request.known.get(&folder.device()).copied().unwrap_or(0),
+    };
+    let mut out = round(link, folder, i_pull, peer_pulls, peer, cfg, hooks).await?;
     out.peer_device = Some(request.device);
     Ok(out)
 }
@@ -131,22 +167,47 @@ fn note_read_only(out: &mut RoundOutcome) {
     });
 }
 
+/// The other end of a round.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    device: crate::index::DeviceId,
+    /// The sequence up to which it applied our index: we send only records changed since.
+    knows: u64,
+}
+
 /// The round both ends run once the modes are agreed.
 async fn round(
     link: &mut Link,
     folder: &Arc<Folder>,
     i_pull: bool,
     peer_pulls: bool,
+    peer: Peer,
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
     let mut scan = scan_with_heartbeats(link, folder, cfg).await?;
+    tracing::info!(
+        "scan: {} entries, {} hashed, {} not synced; the peer {}",
+        scan.files.len(),
+        scan.hashed,
+        scan.skipped.len(),
+        if peer_pulls {
+            "pulls from us"
+        } else {
+            "takes nothing"
+        }
+    );
     let mut out = RoundOutcome {
         skipped: scan.skipped.clone(),
         ..Default::default()
     };
-    let held_back = check_local_names(&mut scan.files, &mut out);
+    // Our index is complete, for the peer, only up to the first record held back (so a held
+    // record is offered again once its clash is gone).
+    let (held_back, first_held) = check_local_names(&mut scan.files, &mut out);
+    let complete_to = first_held.map_or(scan.sequence, |seq| {
+        seq.saturating_sub(1).min(scan.sequence)
+    });
     // What the peer may request from us: our live files as indexed.
     {
         let mut offered = super::server::lock(&link.offered);
@@ -162,8 +223,14 @@ async fn round(
     }
     // Send ours and receive theirs at once: both may be large, and neither side may wait for
     // the other to finish sending before it reads.
+    // Only what changed since the peer last applied our index (everything the first time).
     let entries: Vec<_> = if peer_pulls {
-        scan.files.iter().map(FileRecord::to_entry).collect()
+        scan.files
+            .iter()
+            .filter(|r| r.sequence > peer.knows || peer.knows > scan.sequence)
+            .filter(|r| r.origin != Some(peer.device))
+            .map(FileRecord::to_entry)
+            .collect()
     } else {
         Vec::new()
     };
@@ -191,13 +258,11 @@ async fn round(
     };
     let (_, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
     let remote = remote?;
-    let mut peer_done = false;
+    let mut peer_done: Option<SyncComplete> = None;
+    let skipped_before = out.skipped.len();
     if i_pull {
-        let local: HashMap<String, FileRecord> = scan
-            .files
-            .iter()
-            .map(|r| (r.path.clone(), r.clone()))
-            .collect();
+        let local: HashMap<&str, &FileRecord> =
+            scan.files.iter().map(|r| (r.path.as_str(), r)).collect();
         let rule = if peer_pulls {
             ConflictRule::Deterministic
         } else {
@@ -205,12 +270,36 @@ async fn round(
         };
         let ignore = folder.ignore_rules()?;
         let remote = check_peer_names(remote, &local, &held_back, &mut out);
-        let plan = plan_round(&local, remote, rule, &ignore, &mut out);
+        let mut plan = plan_round(&local, remote, rule, &ignore, peer.device, &mut out);
+        if plan.writes_files() {
+            // Content already here, by hash: a renamed or copied file is copied, not fetched.
+            for r in scan
+                .files
+                .iter()
+                .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0)
+            {
+                plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
+            }
+        }
+        // Files this round leaves as they are (most of them: the peer sent only its changes).
+        let live = local
+            .values()
+            .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+            .count();
+        out.unchanged = live.saturating_sub(plan.len()) as u64;
+        out.changes = plan.len() as u64;
+        tracing::info!(
+            "plan: {} of the peer's entries to apply here ({} deletions), {} conflicts, {} unchanged",
+            plan.len(),
+            plan.deleted_files(),
+            out.conflicts.len(),
+            out.unchanged
+        );
         if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
         }
-        let ScanResult { parts, .. } = scan;
+        let parts = std::mem::take(&mut scan.parts);
         let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
         let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
         out.files_total = fetched.files_total;
@@ -224,11 +313,15 @@ async fn round(
         files: out.files_received,
         bytes: out.bytes_received,
         failed: out.failures.len() as u64,
+        sequence: complete_to,
     }))
     .await?;
-    while !peer_done {
+    let done = loop {
+        if let Some(done) = peer_done.take() {
+            break done;
+        }
         match link.next(patience, "the peer to finish").await? {
-            Message::SyncComplete(_) => peer_done = true,
+            Message::SyncComplete(c) => peer_done = Some(c),
             m => {
                 let e = Error::protocol(format!(
                     "unexpected {:?} at the end of a round",
@@ -238,6 +331,16 @@ async fn round(
                 return Err(e);
             }
         }
+    };
+    // Everything of the peer's index was applied (nothing failed, nothing held back): next
+    // round it sends only what changed after this.
+    let clean = out.failures.is_empty() && out.skipped.len() == skipped_before;
+    if i_pull && clean {
+        let f = Arc::clone(folder);
+        let (device, seq) = (peer.device, done.sequence);
+        tokio::task::spawn_blocking(move || f.set_known(device, seq))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))??;
     }
     Ok(out)
 }
@@ -245,8 +348,12 @@ async fn round(
 /// Names are checked before they travel: a name not in Unicode NFC (the wire's one normal
 /// form) or differing from another only in case or normalisation (one file on Windows and
 /// macOS) is held back and reported; a name Windows cannot hold is synced with a warning.
-/// Returns the held-back paths (their records stay here; the peer does not see them).
-fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> HashSet<String> {
+/// Returns the held-back paths (their records stay here; the peer does not see them) and the
+/// lowest sequence among them.
+fn check_local_names(
+    files: &mut Vec<FileRecord>,
+    out: &mut RoundOutcome,
+) -> (HashSet<String>, Option<u64>) {
     let mut held = HashSet::new();
     for r in files.iter().filter(|r| !r.deleted) {
         if to_wire(&r.path) != r.path.as_str() {
@@ -290,52 +397,55 @@ fn check_local_names(files: &mut Vec<FileRecord>, out: &mut RoundOutcome) -> Has
             });
         }
     }
+    if held.is_empty() {
+        return (held, None);
+    }
+    let first = files
+        .iter()
+        .filter(|r| held.contains(&r.path))
+        .map(|r| r.sequence)
+        .min();
     files.retain(|r| !held.contains(&r.path));
-    held
+    (held, first)
 }
 
 /// Drops (and reports) peer entries whose names are not NFC or would clash here with another
 /// name (case or normalisation), so none is ever written over another.
 fn check_peer_names(
     remote: Vec<FileRecord>,
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     held: &HashSet<String>,
     out: &mut RoundOutcome,
 ) -> Vec<FileRecord> {
-    let mut drop: HashSet<String> = HashSet::new();
-    for r in &remote {
-        // Held back here: whatever the peer has at that name waits until it is renamed.
-        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
-            drop.insert(r.path.clone());
-        }
+    if remote.is_empty() {
+        return remote;
     }
-    let ours = local
-        .values()
-        .filter(|r| !r.deleted)
-        .map(|r| r.path.as_str())
-        .chain(held.iter().map(String::as_str));
-    let theirs = remote
-        .iter()
-        .filter(|r| !r.deleted && !drop.contains(&r.path))
-        .map(|r| r.path.as_str());
-    let mine: HashSet<&str> = local
+    let mut drop: HashSet<String> = HashSet::new();
+    // Each folded name (case and Unicode form) and the path that holds it: ours first, then
+    // the peer's in its (sorted) order; a later path with a taken key would clobber it.
+    let mut taken: HashMap<String, &str> = local
         .values()
         .filter(|r| !r.deleted)
         .map(|r| r.path.as_str())
         .chain(held.iter().map(String::as_str))
+        .map(|p| (fold_key(p), p))
         .collect();
-    let all: HashSet<&str> = ours.chain(theirs).collect();
-    for clash in clashes(all.iter().copied()) {
-        // What we hold stays; of names only the peer has, the first one is taken.
-        let keep = clash
-            .paths()
-            .iter()
-            .find(|p| mine.contains(p.as_str()))
-            .or_else(|| clash.paths().first())
-            .cloned();
-        for p in clash.paths() {
-            if Some(p) != keep.as_ref() && !mine.contains(p.as_str()) {
-                drop.insert(p.clone());
+    for r in &remote {
+        // Held back here: whatever the peer has at that name waits until it is renamed.
+        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
+            drop.insert(r.path.clone());
+            continue;
+        }
+        if r.deleted {
+            continue;
+        }
+        match taken.get(&fold_key(&r.path)) {
+            Some(p) if *p != r.path.as_str() => {
+                drop.insert(r.path.clone());
+            }
+            Some(_) => {}
+            None => {
+                taken.insert(fold_key(&r.path), r.path.as_str());
             }
         }
     }
@@ -343,7 +453,7 @@ fn check_peer_names(
         remote.into_iter().partition(|r| !drop.contains(&r.path));
     for r in kept
         .iter()
-        .filter(|r| !r.deleted && !local.contains_key(&r.path))
+        .filter(|r| !r.deleted && !local.contains_key(r.path.as_str()))
     {
         if let Some(why) = windows_problem(&r.path) {
             out.warnings.push(Skipped {
@@ -365,35 +475,38 @@ fn check_peer_names(
 
 /// Decides every path of the peer's index against ours.
 fn plan_round(
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     remote: Vec<FileRecord>,
     rule: ConflictRule,
     ignore: &crate::fs::IgnoreRules,
+    peer: crate::index::DeviceId,
     out: &mut RoundOutcome,
 ) -> LocalPlan {
     let mask = umask();
     let mut plan = LocalPlan::default();
-    for r in local.values() {
-        if !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0 {
-            plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
-        }
-    }
+
     for r in remote {
         // Ignored here: neither fetched nor deleted, whatever the peer did.
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
             continue;
         }
-        let d = reconcile(local.get(&r.path), &r, rule, mask);
+        let here = local.get(r.path.as_str()).copied();
+        let d = reconcile(here, &r, rule, mask);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
         }
         match (d.action, d.record) {
-            (Action::Keep, _) => out.unchanged += 1,
+            (Action::Keep, _) => {}
             (action, Some(record)) => {
-                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy));
-                plan.push(local.get(&r.path).cloned(), action, record, copy_taken)
+                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. } if local.contains_key(copy.as_str()));
+                // Taken as the peer sent it: no need to send it back to that peer.
+                let mut record = record;
+                if record.version == r.version {
+                    record.origin = Some(peer);
+                }
+                plan.push(here.cloned(), action, record, copy_taken)
             }
-            (_, None) => out.unchanged += 1,
+            (_, None) => {}
         }
     }
     plan
@@ -403,7 +516,7 @@ fn plan_round(
 /// and whose own guard was overridden, or a hostile one), unless allowed.
 fn guard_mass_deletion(
     folder: &Folder,
-    local: &HashMap<String, FileRecord>,
+    local: &HashMap<&str, &FileRecord>,
     plan: &LocalPlan,
     cfg: &RoundConfig,
 ) -> Result<()> {
@@ -430,8 +543,13 @@ async fn scan_with_heartbeats(
     cfg: &RoundConfig,
 ) -> Result<ScanResult> {
     let f = Arc::clone(folder);
-    let (allow, keep) = (cfg.allow_mass_delete, cfg.tombstone_keep);
-    let scan = tokio::task::spawn_blocking(move || f.scan(allow, keep));
+    let (allow, keep, versions) = (cfg.allow_mass_delete, cfg.tombstone_keep, cfg.versions_keep);
+    let scan = tokio::task::spawn_blocking(move || {
+        if let Some(v) = versions {
+            f.prune_versions_if_due(v);
+        }
+        f.scan(allow, keep)
+    });
     let period = Duration::from_millis(SCAN_HEARTBEAT_INTERVAL_MS);
     let out = link.sender();
     let scanned = with_heartbeats(scan, &out, period)
