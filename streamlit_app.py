@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 
 DEFAULT_FOLDER = "~/SSP_Sync"
 LOG_LINES_SHOWN = 200
+# Versions listed with a Restore button each (newest first). (A comment: Streamlit would show a
+# docstring here on the page.)
 VERSIONS_SHOWN = 50
-"""Versions listed with a Restore button each (newest first)."""
 MODE_LABELS = {
     "two-way": "Two-way: send changes made here, take the server's",
     "pull": "Pull: take the server's changes (deletions too), send nothing",
@@ -347,9 +348,9 @@ def sync_summary(snap: SyncSnapshot) -> str:
         if count
     )
     return (
-        f"{snap.mode.capitalize()} sync: {snap.files_received} file(s) received "
-        f"({human_bytes(snap.bytes_received)}){more} with {snap.host}:{snap.port}, folder "
-        f"`{snap.folder}`, in {human_duration(snap.duration_s)}."
+        f"Synced {snap.files_received} file(s) ({human_bytes(snap.bytes_received)}){more} "
+        f"with {snap.host}:{snap.port}, folder `{snap.folder}`, in "
+        f"{human_duration(snap.duration_s)} ({snap.mode})."
     )
 
 

@@ -183,3 +183,77 @@ def test_the_first_run_asks_no_questions_in_the_terminal():
     config = (APP.parent / ".streamlit" / "config.toml").read_text()
     server = config.split("[server]", 1)[1].split("\n[", 1)[0]
     assert re.search(r"^showEmailPrompt = false$", server, re.M), server
+
+
+def test_pick_a_mode_see_a_conflict_resolve_it_and_restore_a_version(app: AppTest, tmp_path: Path):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "notes.txt", b"original")
+    write_file(src, "doc.txt", b"first draft")
+    start_server(app, free_port())
+    app.text_input(key="client_folder").input(str(dst)).run()
+    mode = app.selectbox(key="sync_mode")
+    assert mode.options == [
+        "Two-way: send changes made here, take the server's",
+        "Pull: take the server's changes (deletions too), send nothing",
+        "Push: send changes made here, take nothing",
+    ]
+    assert mode.value == "two-way"
+
+    def sync() -> None:
+        app.button(key="start_sync").click().run()
+        rerun_until(app, lambda at: "Completed" in texts(at), "the sync to complete")
+
+    sync()
+    assert "No conflicts in the client folder." in texts(app)
+    write_file(src, "notes.txt", b"server version")
+    write_file(src, "doc.txt", b"second draft, longer")
+    write_file(dst, "notes.txt", b"client version, longer")
+    sync()
+    assert any("1 conflict(s)" in s.value for s in app.success), texts(app)
+    sync()  # the copy is made where the version lost; this round brings it here
+
+    rerun_until(app, lambda at: "was changed on two devices" in texts(at), "the conflict")
+    page = texts(app)
+    assert "**This** (at the name): 22 B" in page or "**This** (at the name): 14 B" in page
+    assert "**That** (notes\\.sync\\-conflict\\-" in page and "· device " in page
+    app.button(key="resolve_both_0").click().run()
+    assert any("kept both" in s.value for s in app.success), texts(app)
+    assert "No conflicts in the client folder." in texts(app)
+    assert len([p for p in dst.iterdir() if p.name.startswith("notes")]) == 2
+
+    # Versions: the draft the sync replaced, restored with its button.
+    assert (dst / "doc.txt").read_bytes() == b"second draft, longer"
+    restore = [b for b in app.button if b.label == "Restore"]
+    assert restore, texts(app)
+    assert "doc\\.txt" in texts(app)
+    restore[0].click().run()
+    assert any("Restored doc\\.txt" in s.value for s in app.success), texts(app)
+    assert (dst / "doc.txt").read_bytes() == b"first draft"
+
+    # Pull mode: a file made here is not sent.
+    write_file(dst, "mine.txt", b"m")
+    app.selectbox(key="sync_mode").set_value("pull").run()
+    sync()
+    assert not (src / "mine.txt").exists()
+    assert "(pull)" in "".join(s.value for s in app.success)
+
+
+def test_a_read_only_server_and_the_entries_not_synced(app: AppTest, tmp_path: Path):
+    src, dst = tmp_path / "server", tmp_path / "client"
+    write_file(src, "served.txt", b"s")
+    app.checkbox(key="read_only").check().run()
+    start_server(app, free_port())
+    assert "read-only" in texts(app)
+    app.text_input(key="client_folder").input(str(dst)).run()
+    app.selectbox(key="sync_mode").set_value("push").run()
+    app.button(key="start_sync").click().run()
+    rerun_until(app, lambda at: "Failed" in texts(at), "the push to fail")
+    assert any("read\\-only" in e.value for e in app.error), texts(app)  # shown escaped
+
+    app.selectbox(key="sync_mode").set_value("two-way").run()
+    app.button(key="start_sync").click().run()
+    rerun_until(app, lambda at: "Completed" in texts(at), "the sync to complete")
+    assert any("1 entry was not synced" in w.value for w in app.warning), texts(app)
+    table = next(d.value for d in app.dataframe if "why" in d.value)
+    assert list(table["entry"]) == ["(the whole folder)"]
+    assert "read-only" in table["why"][0]

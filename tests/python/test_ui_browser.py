@@ -7,7 +7,7 @@ fails and says so: a browser test that skips itself tests nothing. Playwright ne
 browser here; it launches the system one.
 
 ``SSP_UPDATE_SCREENSHOT=1 pytest tests/python/test_ui_browser.py`` also refreshes the README's
-``docs/screenshot.png``.
+``docs/screenshot.png`` and ``docs/conflicts.png``.
 """
 
 from __future__ import annotations
@@ -217,3 +217,75 @@ def test_a_hostile_servers_error_shows_as_text_in_the_browser(streamlit_app: str
         assert page.locator('img[src^="http://x"]').count() == 0
         body = page.inner_text("body")
         assert "\x1b" not in body and "\x07" not in body, repr(body[-500:])
+
+
+CONFLICTS_SCREENSHOT = ROOT / "docs" / "conflicts.png"
+
+
+def pick_mode(page, label: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has_text="Mode").click()
+    page.get_by_role("option", name=label).click()
+    page.get_by_role("option", name=label).wait_for(state="detached")  # the list closed
+
+
+def test_pick_a_mode_resolve_a_conflict_and_restore_a_version_in_the_browser(
+    streamlit_app: str, demo_dir: Path
+):
+    src, dst = demo_dir / "served", demo_dir / "received"
+    write_file(src, "notes.txt", b"original notes\n")
+    write_file(src, "thesis/draft.txt", b"first draft\n")
+    ssp_port = free_port()
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+
+    with chromium_page() as page:
+        page.goto(streamlit_app)
+        page.get_by_text("SmartSync Protocol").first.wait_for()
+        fill(page, "Shared secret", SECRET)
+        fill(page, "Host", HOST)
+        fill(page, "Port", str(ssp_port), role="spinbutton")
+        fill(page, "Sync folder", str(src))
+        page.get_by_role("button", name="Start Server").click()
+        page.get_by_text(f"Running on {HOST}:{ssp_port}").wait_for()
+
+        page.get_by_role("tab", name="Client").click()
+        fill(page, "Client folder", str(dst))
+        # Pull first: a file made here stays here.
+        pick_mode(page, "Pull: take the server's changes (deletions too), send nothing")
+        write_file(dst, "only-here.txt", b"mine\n")
+        page.get_by_role("button", name="Start Sync").click()
+        page.get_by_text("(pull).").wait_for()
+        assert not (src / "only-here.txt").exists()
+
+        # Two-way: an edit on both sides is a conflict; both versions survive.
+        pick_mode(page, "Two-way: send changes made here, take the server's")
+        write_file(src, "notes.txt", b"notes edited on the server\n")
+        write_file(dst, "notes.txt", b"notes edited here, on the laptop\n")
+        write_file(src, "thesis/draft.txt", b"second draft, much better\n")
+        page.get_by_role("button", name="Start Sync").click()
+        page.get_by_text("1 conflict(s)").wait_for()
+        page.get_by_role("button", name="Start Sync").click()  # brings the copy here
+        page.get_by_text("was changed on two devices").wait_for()
+        heading = page.get_by_role("heading", name="Conflicts")
+        heading.evaluate("e => e.scrollIntoView({block: 'start'})")  # the view at the top
+        page.get_by_role("button", name="Keep both").first.wait_for()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(OUTPUT / "ui-conflicts.png"))
+
+        page.get_by_role("button", name="Keep both").first.click()
+        page.get_by_text("kept both; the copy was renamed").wait_for()
+        page.get_by_text("No conflicts in the client folder.").wait_for()
+        kept = sorted(p.name for p in dst.iterdir() if p.name.startswith("notes"))
+        assert len(kept) == 2 and not any("sync-conflict" in name for name in kept), kept
+
+        # Versions: the draft the sync replaced, put back with Restore.
+        assert (dst / "thesis/draft.txt").read_bytes() == b"second draft, much better\n"
+        page.get_by_role("heading", name="Versions").scroll_into_view_if_needed()
+        row = page.get_by_test_id("stHorizontalBlock").filter(has_text="thesis/draft.txt")
+        row.get_by_role("button", name="Restore").first.click()
+        page.get_by_text("as kept at").wait_for()
+        page.screenshot(path=str(OUTPUT / "ui-versions.png"))
+        assert (dst / "thesis/draft.txt").read_bytes() == b"first draft\n"
+        assert page.get_by_text("Traceback").count() == 0
+
+    if os.environ.get("SSP_UPDATE_SCREENSHOT"):
+        shutil.copyfile(OUTPUT / "ui-conflicts.png", CONFLICTS_SCREENSHOT)
