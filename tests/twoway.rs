@@ -506,3 +506,31 @@ async fn a_rename_reuses_the_content_already_here_instead_of_sending_it_again() 
     assert_eq!(stats.bytes_received, 0, "nothing was sent again: {stats:?}");
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_conflict_is_resolved_once_and_a_second_resolve_says_it_is_gone() {
+    let p = Pair::new(&[("n.txt", "base")]).await;
+    p.sync().await;
+    std::fs::write(p.s().join("n.txt"), b"server side").unwrap();
+    std::fs::write(p.c().join("n.txt"), b"client side, longer").unwrap();
+    p.sync().await;
+    let client = p.sync().await;
+    let conflicts = client.conflicts().await.unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let copy = conflicts[0].copy.clone();
+    client
+        .resolve(copy.clone(), ssp::sync::Keep::Original)
+        .await
+        .unwrap();
+    assert!(!p.c().join(&copy).exists());
+    let again = client
+        .resolve(copy.clone(), ssp::sync::Keep::Original)
+        .await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("no such conflict copy")),
+        "{again:?}"
+    );
+    p.server.stop().await;
+}

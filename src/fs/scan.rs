@@ -39,6 +39,8 @@ pub struct ScanResult {
     /// The folder's sequence number once this scan's changes were committed: `files` is
     /// complete up to it.
     pub sequence: u64,
+    /// How many local changes this scan found (records given a new version).
+    pub versioned: usize,
 }
 
 /// An entry the scan did not take into the index, and why.
@@ -555,6 +557,7 @@ struct Versioner<'a, 'b> {
 impl Versioner<'_, '_> {
     fn bump(&mut self, rec: &mut FileRecord) {
         if let Some(device) = self.device {
+            self.out.versioned += 1;
             rec.version.bump(device);
             rec.modified_by = Some(device);
             *self.sequence += 1;

@@ -403,6 +403,10 @@ impl Folder {
         let copy_rel = crate::fs::RelPath::parse(copy)?;
         let orig_rel = crate::fs::RelPath::parse(&original)?;
         let _held = self.hold();
+        let missing = || Error::Folder {
+            path: self.root.join(copy),
+            reason: "no such conflict copy (resolved already?)".into(),
+        };
         let writes = crate::fs::WriteRoot::open(&self.root)?;
         let root = writes.root();
         let parent = |rel: &crate::fs::RelPath| {
@@ -410,7 +414,14 @@ impl Folder {
             root.open_path(&parts, crate::fs::Resolve::Kernel)
                 .map_err(|e| Error::io(rel.to_string(), e))
         };
-        let (cdir, odir) = (parent(&copy_rel)?, parent(&orig_rel)?);
+        let (cdir, odir) = (
+            parent(&copy_rel).map_err(|_| missing())?,
+            parent(&orig_rel)?,
+        );
+        match cdir.stat(copy_rel.file_name()) {
+            Ok(st) if !st.is_dir => {}
+            _ => return Err(missing()),
+        }
         let mut versions =
             crate::fs::Versions::open(root).map_err(|e| Error::io("opening .ssp/versions", e))?;
         let now = SystemTime::now();

@@ -48,6 +48,8 @@ pub(crate) struct RoundOutcome {
     pub skipped: Vec<Skipped>,
     /// Entries synced with a caveat (a name Windows cannot hold).
     pub warnings: Vec<Skipped>,
+    /// Local changes this round's scan found.
+    pub local_changes: usize,
     /// (path, reason) of changes that failed.
     pub failures: Vec<(String, String)>,
     /// Changes this round had to apply here (fetches, deletions, folders, metadata, ...).
@@ -161,10 +163,16 @@ pub(crate) async fn server_round(
 /// A two-way client against a read-only server: what we changed does not reach it. Said, not
 /// silent.
 fn note_read_only(out: &mut RoundOutcome) {
-    out.skipped.push(Skipped {
-        path: String::new(),
-        reason: "the server is read-only: changes made here are not sent to it".into(),
-    });
+    if out.local_changes > 0 {
+        out.skipped.push(Skipped {
+            path: String::new(),
+            reason: format!(
+                "the server is read-only: {} change(s) made here since the last sync were not \
+                 sent to it",
+                out.local_changes
+            ),
+        });
+    }
 }
 
 /// The other end of a round.
@@ -200,6 +208,7 @@ async fn round(
     );
     let mut out = RoundOutcome {
         skipped: scan.skipped.clone(),
+        local_changes: scan.versioned,
         ..Default::default()
     };
     // Our index is complete, for the peer, only up to the first record held back (so a held
