@@ -285,7 +285,10 @@ impl NativeServer {
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        snapshot(py, &self.inner.status())
+        // The engine's locks are taken with the GIL released: an engine thread holding one of
+        // them may be waiting for the GIL to deliver an event.
+        let status = py.detach(|| self.inner.status());
+        snapshot(py, &status)
     }
 }
 
@@ -407,12 +410,16 @@ impl NativeClient {
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        snapshot(py, &self.inner.status())
+        // The engine's locks are taken with the GIL released: an engine thread holding one of
+        // them may be waiting for the GIL to deliver an event.
+        let status = py.detach(|| self.inner.status());
+        snapshot(py, &status)
     }
 
     /// Conflicts, entries not synced and failures of the last sync.
     fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_object(py, &report_json(&self.inner.report()))
+        let report = py.detach(|| self.inner.report());
+        to_object(py, &report_json(&report))
     }
 
     fn conflicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

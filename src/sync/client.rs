@@ -313,6 +313,19 @@ impl Client {
         lock(&self.stats).sync_duration = elapsed;
         match result {
             Ok(out) => {
+                // Events call into Python: never with a lock held (a status() call holding
+                // the GIL would wait on that lock while we wait on the GIL).
+                for c in &out.conflicts {
+                    emit_status(
+                        events,
+                        Status::Conflict,
+                        format!(
+                            "{}: changed on both sides; the other version is kept as {}",
+                            peer_text(&c.path),
+                            peer_text(&c.copy)
+                        ),
+                    );
+                }
                 let mut s = lock(&self.stats);
                 s.files_received = s.files_received.saturating_add(out.files_received);
                 s.bytes_received = s.bytes_received.saturating_add(out.bytes_received);
@@ -331,17 +344,6 @@ impl Client {
                     warnings: out.warnings.clone(),
                     failed: out.failures.clone(),
                 };
-                for c in &out.conflicts {
-                    emit_status(
-                        events,
-                        Status::Conflict,
-                        format!(
-                            "{}: changed on both sides; the other version is kept as {}",
-                            peer_text(&c.path),
-                            peer_text(&c.copy)
-                        ),
-                    );
-                }
                 if let Some((path, reason)) = out.failures.first() {
                     let err = Error::Incomplete {
                         failed: out.failures.len() as u64,
