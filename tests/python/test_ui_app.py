@@ -241,6 +241,7 @@ def test_pick_a_mode_see_a_conflict_resolve_it_and_restore_a_version(app: AppTes
 def test_a_read_only_server_and_the_entries_not_synced(app: AppTest, tmp_path: Path):
     src, dst = tmp_path / "server", tmp_path / "client"
     write_file(src, "served.txt", b"s")
+    write_file(dst, "mine.txt", b"a change made here, which the server will not take")
     app.checkbox(key="read_only").check().run()
     start_server(app, free_port())
     assert "read-only" in texts(app)
