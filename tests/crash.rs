@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::SECRET;
+use common::{temp_files, SECRET};
 
 /// The variable telling a re-executed test binary what to run.
 const CHILD_ENV: &str = "SSP_CRASH_CHILD";
@@ -296,20 +296,6 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
                 std::fs::read(e.path()).unwrap(),
             )
         })
-        .collect()
-}
-
-/// Temp files anywhere under `root`, `.ssp` included.
-fn temp_files(root: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .contains(ssp::fs::PART_PREFIX)
-        })
-        .map(|e| e.path().display().to_string())
         .collect()
 }
 

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{Running, SECRET};
+use common::{temp_files, Running, SECRET};
 use proptest::prelude::*;
 use ssp::{Client, ClientConfig};
 
@@ -172,20 +172,6 @@ fn contents(root: &Path) -> BTreeSet<Vec<u8>> {
             !rel.starts_with(".ssp") || rel.starts_with(".ssp/versions")
         })
         .map(|e| std::fs::read(e.path()).unwrap())
-        .collect()
-}
-
-/// Temp files left anywhere under `root`.
-fn temp_files(root: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .contains(ssp::fs::PART_PREFIX)
-        })
-        .map(|e| e.path().display().to_string())
         .collect()
 }
 

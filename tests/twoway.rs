@@ -425,12 +425,7 @@ async fn no_temp_file_remains_after_a_successful_sync() {
         b"recent partial",
     );
     p.sync().await;
-    let left: Vec<String> = walkdir::WalkDir::new(p.c())
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".ssp-part-"))
-        .collect();
+    let left = common::temp_files(p.c());
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(read(p.c(), "a.txt"), "current content");
     p.server.stop().await;

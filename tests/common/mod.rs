@@ -119,3 +119,17 @@ pub async fn assert_a_client_syncs(port: u16, files: &[&str]) {
         .unwrap();
     assert_eq!(tree(dst.path()), files);
 }
+
+/// Temp files (`.ssp-part-*`) anywhere under `root`, `.ssp` included.
+pub fn temp_files(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(ssp::fs::PART_PREFIX)
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
