@@ -529,3 +529,22 @@ async fn a_conflict_is_resolved_once_and_a_second_resolve_says_it_is_gone() {
     );
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_vanished_folder_root_stops_the_sync_and_deletes_nothing_anywhere() {
+    let p = Pair::new(&[("a", "1"), ("b/c", "2")]).await;
+    let client = Client::new(config(p.c(), p.server.port, SyncMode::TwoWay));
+    client.sync(None).await.unwrap();
+    // An unmounted drive, a folder moved away: the root itself is gone.
+    std::fs::remove_dir_all(p.c()).unwrap();
+    let err = client.sync(None).await.err().expect("the sync stops");
+    assert_eq!(err.kind(), ErrorKind::Folder, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(tree(p.s()), ["a", "b/c"], "nothing deleted on the server");
+    drop(client);
+    // A new start on the empty path is a new replica: it has no history to delete from, so it
+    // takes the server's files back.
+    p.sync().await;
+    assert_same(p.s(), p.c());
+    p.server.stop().await;
+}

@@ -152,13 +152,7 @@ impl Folder {
     /// `allow_mass_delete`. Tombstones older than `tombstone_keep` are forgotten.
     pub fn scan(&self, allow_mass_delete: bool, tombstone_keep: Duration) -> Result<ScanResult> {
         let mut seq = self.lock_state();
-        crate::fs::check_folder(&self.root).map_err(|e| match e {
-            Error::Folder { path, reason } => Error::Folder {
-                path,
-                reason: format!("{reason} (it was synced before: is a drive unmounted?)"),
-            },
-            e => e,
-        })?;
+        self.check_root()?;
         let previous = self.store.load()?;
         let live_before = previous
             .values()
@@ -214,9 +208,22 @@ impl Folder {
         self.hold().commit(records, local)
     }
 
+    /// The root is still there: a synced folder whose root vanished (an unmounted drive, a
+    /// folder moved away) stops every sync with one line, and nothing is recorded as deleted.
+    fn check_root(&self) -> Result<()> {
+        crate::fs::check_folder(&self.root).map_err(|e| match e {
+            Error::Folder { path, reason } => Error::Folder {
+                path,
+                reason: format!("{reason} (it was synced before: is a drive unmounted?)"),
+            },
+            e => e,
+        })
+    }
+
     /// For each peer: the sequence up to which its index is applied here. Forgotten when the
     /// ignore rules changed since: entries skipped as ignored must then be offered again.
     pub fn known_peers(&self) -> Result<std::collections::BTreeMap<DeviceId, u64>> {
+        self.check_root()?;
         let rules = self.ignore_rules()?.fingerprint();
         if self.store.ignore_fingerprint()? != rules {
             self.store.reset_peer_sequences(rules)?;
