@@ -537,7 +537,7 @@ async fn a_vanished_folder_root_stops_the_sync_and_deletes_nothing_anywhere() {
     client.sync(None).await.unwrap();
     // An unmounted drive, a folder moved away: the root itself is gone.
     std::fs::remove_dir_all(p.c()).unwrap();
-    let err = client.sync(None).await.err().expect("the sync stops");
+    let err = client.sync(None).await.expect_err("the sync stops");
     assert_eq!(err.kind(), ErrorKind::Folder, "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert_eq!(tree(p.s()), ["a", "b/c"], "nothing deleted on the server");
