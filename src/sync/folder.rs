@@ -429,8 +429,7 @@ impl Folder {
             Ok(st) if !st.is_dir => {}
             _ => return Err(missing()),
         }
-        let mut versions =
-            crate::fs::Versions::open(root).map_err(|e| Error::io("opening .ssp/versions", e))?;
+        let mut versions = self.archive()?;
         let now = SystemTime::now();
         let io = |what: &str, e| Error::io(what.to_owned(), e);
         match keep {
@@ -470,12 +469,16 @@ impl Folder {
         Ok(())
     }
 
+    /// The folder's versions archive, reached through the root's descriptor.
+    fn archive(&self) -> Result<crate::fs::Versions> {
+        let writes = crate::fs::WriteRoot::open(&self.root)?;
+        crate::fs::Versions::open(writes.root()).map_err(|e| Error::io("opening .ssp/versions", e))
+    }
+
     /// The versions kept of `rel` (of every path when `None`), newest first.
     pub fn versions(&self, rel: Option<&str>) -> Result<Vec<crate::fs::Version>> {
         let rel = rel.map(crate::fs::RelPath::parse).transpose()?;
-        let writes = crate::fs::WriteRoot::open(&self.root)?;
-        let versions = crate::fs::Versions::open(writes.root())
-            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        let versions = self.archive()?;
         versions
             .list(rel.as_ref())
             .map_err(|e| Error::io("listing .ssp/versions", e))
@@ -486,9 +489,7 @@ impl Folder {
     pub fn restore(&self, rel: &str, at: Option<SystemTime>) -> Result<crate::fs::Version> {
         let rel = crate::fs::RelPath::parse(rel)?;
         let _held = self.hold();
-        let writes = crate::fs::WriteRoot::open(&self.root)?;
-        let mut versions = crate::fs::Versions::open(writes.root())
-            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        let mut versions = self.archive()?;
         versions.restore(&rel, at, SystemTime::now())
     }
 
@@ -510,9 +511,7 @@ impl Folder {
 
     /// Deletes versions kept longer than `keep`; returns how many.
     pub fn prune_versions(&self, keep: Duration) -> Result<usize> {
-        let writes = crate::fs::WriteRoot::open(&self.root)?;
-        let mut versions = crate::fs::Versions::open(writes.root())
-            .map_err(|e| Error::io("opening .ssp/versions", e))?;
+        let mut versions = self.archive()?;
         versions
             .prune(keep, SystemTime::now())
             .map_err(|e| Error::io("pruning .ssp/versions", e))

@@ -114,8 +114,9 @@ impl Link {
             match msg {
                 Message::Heartbeat => {}
                 Message::FileRequest(r) => {
-                    if let Err(e) = self.serve(r).await {
-                        self.refuse(&e).await;
+                    if let Err(e) = self.serve_now(r) {
+                        tracing::warn!("hostile request: {e}");
+                        self.fail(refusal_code(&e), e.to_string()).await;
                         return Err(e);
                     }
                 }
@@ -157,20 +158,6 @@ impl Link {
                 m => return Some(Ok(m)),
             }
         }
-    }
-
-    async fn serve(&mut self, r: FileRequest) -> Result<()> {
-        self.serve_now(r)
-    }
-
-    /// Tells the peer why its request ends the session.
-    async fn refuse(&self, e: &Error) {
-        let code = match e {
-            Error::BadPath { .. } => ErrorCode::BadPath,
-            _ => ErrorCode::BadMessage,
-        };
-        tracing::warn!("hostile request: {e}");
-        self.fail(code, e.to_string()).await;
     }
 
     /// Hands one peer request to the reader thread, or answers it with an ERROR for that id
@@ -225,6 +212,14 @@ impl Link {
         }
         drop(self.out);
         let _ = self.writer.await;
+    }
+}
+
+/// The ERROR code that tells a peer why its request ended the session.
+fn refusal_code(e: &Error) -> ErrorCode {
+    match e {
+        Error::BadPath { .. } => ErrorCode::BadPath,
+        _ => ErrorCode::BadMessage,
     }
 }
 

@@ -14,7 +14,7 @@ use super::link::Link;
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
 use crate::fs::{clashes, fold_key, to_wire, umask, windows_problem, ScanResult, Skipped};
-use crate::index::{reconcile, Action, Conflict, ConflictRule, FileRecord};
+use crate::index::{reconcile, Action, Conflict, ConflictRule, DeviceId, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
     MAX_KNOWN_PEERS, SCAN_HEARTBEAT_INTERVAL_MS,
@@ -67,12 +67,7 @@ pub(crate) async fn client_round(
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
-    let known = {
-        let f = Arc::clone(folder);
-        tokio::task::spawn_blocking(move || f.known_peers())
-            .await
-            .map_err(|e| Error::Store(e.to_string()))??
-    };
+    let known = known_peers(folder).await?;
     link.send(Message::SyncRequest(SyncRequest {
         mode,
         device: folder.device(),
@@ -127,12 +122,7 @@ pub(crate) async fn server_round(
         link.fail(ErrorCode::BadMessage, e.to_string()).await;
         return Err(e);
     }
-    let ours = {
-        let f = Arc::clone(folder);
-        tokio::task::spawn_blocking(move || f.known_peers())
-            .await
-            .map_err(|e| Error::Store(e.to_string()))??
-    };
+    let ours = known_peers(folder).await?;
     let known = ours
         .get(&request.device)
         .map(|&seq| (request.device, seq))
@@ -158,6 +148,14 @@ pub(crate) async fn server_round(
     let mut out = round(link, folder, i_pull, peer_pulls, peer, cfg, hooks).await?;
     out.peer_device = Some(request.device);
     Ok(out)
+}
+
+/// What the folder knows of each peer's index (blocking store reads, off the runtime).
+async fn known_peers(folder: &Arc<Folder>) -> Result<std::collections::BTreeMap<DeviceId, u64>> {
+    let f = Arc::clone(folder);
+    tokio::task::spawn_blocking(move || f.known_peers())
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
 }
 
 /// A two-way client against a read-only server: what we changed does not reach it. Said, not
