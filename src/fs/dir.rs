@@ -101,6 +101,8 @@ pub struct EntryStat {
     pub mtime_ns: i64,
     /// Inode number.
     pub ino: u64,
+    /// The file system's device number (with `ino`, the file's identity).
+    pub dev: u64,
 }
 
 /// A folder reached without symlinks (or the sync root, which the user chose).
@@ -330,6 +332,7 @@ impl Dir {
                 .saturating_mul(1_000_000_000)
                 .saturating_add(st.st_mtime_nsec as i64),
             ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
         })
     }
 

@@ -9,6 +9,7 @@ mod names;
 mod relpath;
 mod scan;
 mod versions;
+mod walk;
 mod write;
 
 pub use beneath::Beneath;

@@ -2,15 +2,13 @@
 //! hash the rest with BLAKE3 from a descriptor opened beneath the root that must be the very
 //! file the walk saw, and refresh the cache in one commit.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use walkdir::WalkDir;
-
-use super::{is_part_name, Beneath, RelPath};
+use super::walk::Found;
+use super::{Beneath, RelPath};
 use crate::error::{Error, Result};
 use crate::index::{DeviceId, FileRecord, Hash, IndexStore, VersionVector};
 
@@ -41,6 +39,8 @@ pub struct ScanResult {
     pub sequence: u64,
     /// How many local changes this scan found (records given a new version).
     pub versioned: usize,
+    /// How many live files the store held before this scan.
+    pub known_files: usize,
 }
 
 /// An entry the scan did not take into the index, and why.
@@ -53,14 +53,14 @@ pub struct Skipped {
 
 /// What a scan compares the disk with, and who is scanning.
 pub struct ScanContext<'a> {
-    /// The records the store holds, by path (consumed).
-    pub previous: HashMap<String, FileRecord>,
+    /// The records the store holds, in path order (bytewise): [`IndexStore::records`].
+    pub previous: Box<dyn Iterator<Item = Result<FileRecord>> + 'a>,
     /// The scanning replica: changes get a version bumped for it. `None` for a listing that
     /// records nothing.
     pub device: Option<DeviceId>,
     /// Paths (relative, and whether a folder) that the folder's ignore rules exclude: neither
     /// listed nor tombstoned.
-    pub ignored: &'a dyn Fn(&str, bool) -> bool,
+    pub ignored: &'a (dyn Fn(&str, bool) -> bool + Sync),
     /// The folder's last sequence number; advanced for each new version.
     pub sequence: &'a mut u64,
     /// Time stamp given to tombstones made by this scan (nanoseconds since the epoch).
@@ -163,27 +163,6 @@ pub(crate) fn check_folder(root: &Path) -> Result<()> {
     }
 }
 
-fn rel_string(root: &Path, path: &Path) -> Option<String> {
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    Some(parts?.join("/"))
-}
-
-/// A file found by the walk: its record, or what is known before hashing it.
-enum Found {
-    /// Its record as found, and what the store held.
-    Known(FileRecord, Option<FileRecord>),
-    ToHash {
-        rel: RelPath,
-        size: u64,
-        mtime_ns: i64,
-        dev: u64,
-        inode: u64,
-        mode: u32,
-        prev: Option<FileRecord>,
-    },
-}
-
 /// Hashes `files` (path, device, inode) on up to [`MAX_HASHERS`] threads; results come back
 /// in the same order.
 fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result<Hashed>> {
@@ -226,14 +205,15 @@ fn hash_all(beneath: &Beneath, files: &[(&RelPath, u64, u64)]) -> Vec<io::Result
 
 /// Lists `root` without a store or versions (the web page's file list): live files only.
 pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult> {
-    let previous = match store.map(IndexStore::load) {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            tracing::warn!("index cache unreadable, re-hashing everything: {e}");
-            HashMap::new()
-        }
-        None => HashMap::new(),
-    };
+    let previous: Box<dyn Iterator<Item = Result<FileRecord>>> =
+        match store.map(IndexStore::records) {
+            Some(Ok(records)) => Box::new(records),
+            Some(Err(e)) => {
+                tracing::warn!("index cache unreadable, re-hashing everything: {e}");
+                Box::new(std::iter::empty())
+            }
+            None => Box::new(std::iter::empty()),
+        };
     let mut sequence = 0;
     let mut scan = scan_versioned(
         root,
@@ -256,141 +236,79 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
 /// version vector bumped for `ctx.device`, the next sequence number, `modified_by` the device.
 /// Folders and symlinks inside the folder are records too. Commits nothing: the caller commits
 /// `changed`. Unreadable or changing entries keep their previous record (they are never taken
-/// for deleted) and are listed in `skipped`.
-pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResult> {
+/// for deleted), and so does everything below a folder that cannot be listed; all are listed
+/// in `skipped`.
+///
+/// The walk and the store are both in path order, so they are compared as two sorted streams.
+pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
     use crate::index::EntryKind;
     check_folder(root)?;
-    let beneath = Beneath::new(root).map_err(|e| Error::Folder {
+    let opened = |e: io::Error| Error::Folder {
         path: root.to_path_buf(),
         reason: format!("cannot be opened: {e}"),
-    })?;
-    let cache = &mut ctx.previous;
-    let mut out = ScanResult::default();
-    let mut found = Vec::new();
+    };
+    let beneath = Beneath::new(root).map_err(opened)?;
+    let dir = super::Dir::open_root(root).map_err(opened)?;
     let ignored = ctx.ignored;
-    let walker = WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| {
-            if e.depth() == 1 && e.file_name().to_str().is_some_and(super::is_metadata_name) {
-                return false;
-            }
-            // Temp files are never synced, but the scan lists them (to resume or remove them).
-            if e.file_name().to_str().is_some_and(is_part_name) {
-                return true;
-            }
-            match rel_string(root, e.path()) {
-                Some(rel) => !ignored(&rel, e.file_type().is_dir()),
-                None => true,
-            }
-        });
-    let shown = |p: &Path| {
-        p.strip_prefix(root)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .into_owned()
+    let walk = super::walk::walk(&dir, ignored);
+    drop(dir);
+    let mut out = ScanResult {
+        parts: walk.parts,
+        ..Default::default()
     };
-    // Not taken into the index, and not deleted either: whatever the store knew of it stays.
-    let skip_keeping = |out: &mut ScanResult,
-                        cache: &mut HashMap<String, FileRecord>,
-                        rel: &RelPath,
-                        reason: String| {
+    for s in walk.skipped {
         tracing::warn!(
-            "not synced: {}: {reason}",
-            crate::protocol::peer_text(rel.as_str())
+            "not synced: {}: {}",
+            crate::protocol::peer_text(&s.path),
+            s.reason
         );
-        out.skipped.push(Skipped {
-            path: rel.as_str().to_owned(),
-            reason,
-        });
-        if let Some(prev) = cache.remove(rel.as_str()) {
-            out.files.push(prev);
-        }
+        out.skipped.push(s);
+    }
+    let unlisted = walk.unlisted;
+    let below_unlisted = |path: &str| {
+        unlisted.iter().any(|u| {
+            u.is_empty()
+                || (path.starts_with(u.as_str()) && path.as_bytes().get(u.len()) == Some(&b'/'))
+        })
     };
-    let skip = |out: &mut ScanResult, path: String, reason: String| {
-        tracing::warn!(
-            "not synced: {}: {reason}",
-            crate::protocol::peer_text(&path)
-        );
-        out.skipped.push(Skipped { path, reason });
+    let mut previous = Previous {
+        records: ctx.previous.peekable(),
+        live_files: 0,
     };
-    for entry in walker {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                let path = e.path().map(shown).unwrap_or_default();
-                skip(&mut out, path, format!("cannot be read: {e}"));
-                continue;
-            }
-        };
-        let ft = entry.file_type();
-        if ft.is_file() && entry.file_name().to_str().is_some_and(is_part_name) {
-            if let (Some(rel), Ok(md)) = (rel_string(root, entry.path()), entry.metadata()) {
-                out.parts.push(PartFile {
-                    rel,
-                    len: md.len(),
-                    resumable: md.is_file() && md.nlink() == 1,
-                });
-            }
-            continue;
+    let mut found = Vec::with_capacity(walk.entries.len());
+    for w in walk.entries {
+        while let Some(gone) = previous.before(w.rel.as_str())? {
+            found.push(Item::Gone(gone));
         }
-        let rel = match rel_string(root, entry.path()).map(|r| RelPath::parse(&r)) {
-            Some(Ok(rel)) => rel,
-            Some(Err(e)) => {
-                skip(
-                    &mut out,
-                    shown(entry.path()),
-                    format!("name cannot be synced ({e})"),
-                );
+        let prev = previous.at(w.rel.as_str())?;
+        let rel = w.rel;
+        let (st, kind, target) = match w.found {
+            Found::Unsynced(reason) => {
+                found.push(Item::Unsynced(rel, reason, prev));
                 continue;
             }
-            None => {
-                skip(
-                    &mut out,
-                    shown(entry.path()),
-                    "name is not valid UTF-8".into(),
-                );
-                continue;
-            }
-        };
-        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
-            skip_keeping(
-                &mut out,
-                cache,
-                &rel,
-                "not a regular file, folder or symlink".into(),
-            );
-            continue;
-        }
-        let md = match entry.metadata() {
-            Ok(md) => md,
-            Err(e) => {
-                skip_keeping(&mut out, cache, &rel, format!("cannot be read: {e}"));
-                continue;
-            }
-        };
-        let mode = md.mode() & 0o777;
-        if ft.is_dir() || ft.is_symlink() {
-            let (kind, target) = if ft.is_dir() {
-                (EntryKind::Dir, None)
-            } else {
-                let target = std::fs::read_link(entry.path())
-                    .ok()
-                    .and_then(|t| t.to_str().map(str::to_owned));
+            Found::File(st) => (st, EntryKind::File, None),
+            Found::Dir(st) => (st, EntryKind::Dir, None),
+            Found::Symlink(st, target) => {
                 let checked = match &target {
                     Some(t) => super::symlink_target_inside(rel.as_str(), t),
                     None => Err("its target cannot be read as UTF-8"),
                 };
                 match checked {
-                    Ok(t) => (EntryKind::Symlink, Some(t)),
+                    Ok(t) => (st, EntryKind::Symlink, Some(t)),
                     Err(why) => {
-                        skip_keeping(&mut out, cache, &rel, format!("symlink not synced: {why}"));
+                        found.push(Item::Unsynced(
+                            rel,
+                            format!("symlink not synced: {why}"),
+                            prev,
+                        ));
                         continue;
                     }
                 }
-            };
+            }
+        };
+        let mode = st.mode & 0o777;
+        if kind != EntryKind::File {
             let hash = match &target {
                 Some(t) => Hash(*blake3::hash(t.as_bytes()).as_bytes()),
                 None => Hash([0; 32]),
@@ -401,7 +319,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 mtime_ns: if kind == EntryKind::Dir {
                     0
                 } else {
-                    mtime_ns(&md)
+                    st.mtime_ns
                 },
                 executable: mode & 0o111 != 0,
                 mode: if kind == EntryKind::Symlink {
@@ -410,7 +328,7 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                     mode
                 },
                 hash,
-                inode: md.ino(),
+                inode: st.ino,
                 deleted: false,
                 version: VersionVector::default(),
                 blocks: Vec::new(),
@@ -420,11 +338,10 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                 modified_by: None,
                 origin: None,
             };
-            found.push(Found::Known(rec, cache.remove(rel.as_str())));
+            found.push(Item::Known(rec, prev));
             continue;
         }
-        let (size, mtime, inode) = (md.len(), mtime_ns(&md), md.ino());
-        let prev = cache.remove(rel.as_str());
+        let (size, mtime, inode) = (st.len, st.mtime_ns, st.ino);
         let cached = prev
             .as_ref()
             .filter(|c| {
@@ -438,26 +355,30 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
         found.push(match cached {
             Some(mut c) => {
                 c.set_mode(mode);
-                Found::Known(c, prev)
+                Item::Known(c, prev)
             }
-            None => Found::ToHash {
+            None => Item::ToHash {
                 rel,
                 size,
                 mtime_ns: mtime,
-                dev: md.dev(),
+                dev: st.dev,
                 inode,
                 mode,
                 prev,
             },
         });
     }
+    while let Some(gone) = previous.before_end()? {
+        found.push(Item::Gone(gone));
+    }
+    out.known_files = previous.live_files;
     let to_hash: Vec<(&RelPath, u64, u64)> = found
         .iter()
         .filter_map(|f| match f {
-            Found::ToHash {
+            Item::ToHash {
                 rel, dev, inode, ..
             } => Some((rel, *dev, *inode)),
-            Found::Known(..) => None,
+            _ => None,
         })
         .collect();
     let hashes = hash_all(&beneath, &to_hash);
@@ -470,8 +391,37 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
     };
     for f in found {
         match f {
-            Found::Known(rec, prev) => versioned.keep(rec, prev),
-            Found::ToHash {
+            Item::Known(rec, prev) => versioned.keep(rec, prev),
+            Item::Unsynced(rel, reason, prev) => {
+                tracing::warn!(
+                    "not synced: {}: {reason}",
+                    crate::protocol::peer_text(rel.as_str())
+                );
+                versioned.out.skipped.push(Skipped {
+                    path: rel.as_str().to_owned(),
+                    reason,
+                });
+                // Not taken into the index, and not deleted either: what the store knew stays.
+                versioned.out.files.extend(prev);
+            }
+            Item::Gone(mut rec) => {
+                // Ignored paths are neither listed nor deleted; below a folder that could not
+                // be listed, nothing is known to be gone.
+                if ignored(&rec.path, rec.kind == EntryKind::Dir) {
+                    continue;
+                }
+                if !rec.deleted && versioned.device.is_some() && !below_unlisted(&rec.path) {
+                    rec.deleted = true;
+                    rec.origin = None;
+                    rec.size = 0;
+                    rec.mtime_ns = ctx.now_ns;
+                    rec.inode = 0;
+                    versioned.bump(&mut rec);
+                    versioned.out.changed.push(rec.clone());
+                }
+                versioned.out.files.push(rec);
+            }
+            Item::ToHash {
                 rel,
                 size,
                 mtime_ns,
@@ -516,35 +466,73 @@ pub fn scan_versioned(root: &Path, mut ctx: ScanContext<'_>) -> Result<ScanResul
                             reason,
                         });
                         // Never taken for deleted: the last known record stands.
-                        if let Some(prev) = prev {
-                            versioned.out.files.push(prev);
-                        }
+                        versioned.out.files.extend(prev);
                     }
                 }
             }
         }
     }
-    // What the store still holds was not seen: deleted since the last scan (ignored paths are
-    // neither listed nor deleted).
-    let mut gone: Vec<FileRecord> = std::mem::take(cache).into_values().collect();
-    gone.sort_by(|a, b| a.path.cmp(&b.path));
-    for mut rec in gone {
-        if ignored(&rec.path, rec.kind == EntryKind::Dir) {
-            continue;
-        }
-        if !rec.deleted && versioned.device.is_some() {
-            rec.deleted = true;
-            rec.origin = None;
-            rec.size = 0;
-            rec.mtime_ns = ctx.now_ns;
-            rec.inode = 0;
-            versioned.bump(&mut rec);
-            versioned.out.changed.push(rec.clone());
-        }
-        versioned.out.files.push(rec);
-    }
-    out.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// The store's records in path order, taken as the walk passes them.
+struct Previous<'a> {
+    records: std::iter::Peekable<Box<dyn Iterator<Item = Result<FileRecord>> + 'a>>,
+    /// Live files among the records taken so far.
+    live_files: usize,
+}
+
+impl Previous<'_> {
+    /// The next record if `take` says so of it (or an error reading it).
+    fn take_if(&mut self, take: impl Fn(&str) -> bool) -> Result<Option<FileRecord>> {
+        match self.records.peek() {
+            Some(Ok(r)) if take(&r.path) => {}
+            Some(Err(_)) => {}
+            _ => return Ok(None),
+        }
+        let rec = self.records.next().transpose()?;
+        if let Some(r) = &rec {
+            if !r.deleted && r.kind == crate::index::EntryKind::File {
+                self.live_files += 1;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The next record if it sorts before `path` (seen by the store, not by the walk).
+    fn before(&mut self, path: &str) -> Result<Option<FileRecord>> {
+        self.take_if(|p| p < path)
+    }
+
+    /// The next record if it is at `path`.
+    fn at(&mut self, path: &str) -> Result<Option<FileRecord>> {
+        self.take_if(|p| p == path)
+    }
+
+    /// The next record, once the walk is done.
+    fn before_end(&mut self) -> Result<Option<FileRecord>> {
+        self.take_if(|_| true)
+    }
+}
+
+/// A path the scan has seen, in the walk's and the store's order.
+enum Item {
+    /// Its record as found, and what the store held.
+    Known(FileRecord, Option<FileRecord>),
+    /// A file to hash before its record is known.
+    ToHash {
+        rel: RelPath,
+        size: u64,
+        mtime_ns: i64,
+        dev: u64,
+        inode: u64,
+        mode: u32,
+        prev: Option<FileRecord>,
+    },
+    /// Found but not synced (why), and what the store held (it stays).
+    Unsynced(RelPath, String, Option<FileRecord>),
+    /// In the store, not found by the walk.
+    Gone(FileRecord),
 }
 
 /// Gives local changes their versions as the scan finds them.
@@ -611,7 +599,7 @@ mod tests {
         let scan = scan_versioned(
             root,
             ScanContext {
-                previous: store.load().unwrap(),
+                previous: Box::new(store.records().unwrap()),
                 device: Some(device),
                 ignored: &|_, _| false,
                 sequence: &mut seq,
@@ -704,6 +692,33 @@ mod tests {
             1,
             "listing: live files only"
         );
+    }
+
+    /// The walk and the store are merged as sorted streams: names that sort around `/`
+    /// (`a.txt` < `a/b` < `a0` bytewise, while a folder-first walk would give `a/b` first) must
+    /// meet their own records, or an unchanged tree would look deleted and new again.
+    #[test]
+    fn names_sorting_around_the_separator_meet_their_records() {
+        let me = DeviceId(7);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a", "a/b", "a-b", "a0", "A", "é"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["a.txt", "a/b/c", "a/b.x", "a-b/z", "a0/y", "a!", "A/q", "é/r", "z"] {
+            std::fs::write(root.join(f), f.as_bytes()).unwrap();
+        }
+        let store = IndexStore::open(root).unwrap();
+        let first = scan_commit(root, &store, me);
+        assert_eq!(first.files.len(), 15);
+        let paths: Vec<&str> = first.files.iter().map(|f| f.path.as_str()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        assert_eq!(paths, sorted, "in bytewise order");
+        let again = scan_commit(root, &store, me);
+        assert!(again.changed.is_empty(), "unchanged: {:?}", again.changed);
+        assert_eq!(again.known_files, 9);
+        assert_eq!(again.files, first.files);
     }
 
     /// Hashing runs on several threads; every record must still get its own file's hash.

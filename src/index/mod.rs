@@ -1,6 +1,7 @@
 //! The file index: what we know of each file (records), the crash-safe store that caches it
 //! between runs, and the pure two-way reconcile rules that compare a peer's record with ours.
 
+mod encoding;
 mod reconcile;
 mod store;
 mod version;
@@ -9,7 +10,7 @@ pub use reconcile::{
     conflict_name, is_conflict_name, reconcile, Action, Apply, Conflict, ConflictRule, Decision,
     Side,
 };
-pub use store::IndexStore;
+pub use store::{IndexStore, Records};
 pub use version::{Causality, DeviceId, VersionVector};
 
 use serde::{Deserialize, Serialize};

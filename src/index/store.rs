@@ -1,4 +1,5 @@
-//! The crash-safe index cache (redb, in `<folder>/.ssp/index.redb`): path → JSON `FileRecord`.
+//! The crash-safe index store (redb, in `<folder>/.ssp/index.redb`): path → `FileRecord` in
+//! the compact binary form of [`super::encoding`].
 //!
 //! redb was chosen over SQLite: pure Rust (no C build), ACID with copy-on-write commits, and a
 //! typed key-value API that fits path → record exactly.
@@ -6,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 use super::FileRecord;
 use crate::error::{Error, IoContext, Result};
@@ -64,21 +65,22 @@ impl IndexStore {
 
     /// Every record, keyed by path.
     pub fn load(&self) -> Result<HashMap<String, FileRecord>> {
+        self.records()?
+            .map(|r| r.map(|rec| (rec.path.clone(), rec)))
+            .collect()
+    }
+
+    /// Every record in path order (bytewise), read as it is iterated: a folder of any size is
+    /// compared with it without holding it all. A record that cannot be read is left out (a
+    /// cache miss: its file is hashed again).
+    pub fn records(&self) -> Result<Records> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let table = match txn.open_table(FILES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+        let range = match txn.open_table(FILES) {
+            Ok(t) => Some(t.range::<&str>(..).map_err(store_err)?),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(store_err(e)),
         };
-        let mut out = HashMap::new();
-        for item in table.iter().map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            // A record we cannot read is only a cache miss: the file gets re-hashed.
-            if let Ok(rec) = serde_json::from_slice::<FileRecord>(v.value()) {
-                out.insert(k.value().to_owned(), rec);
-            }
-        }
-        Ok(out)
+        Ok(Records { range })
     }
 
     /// A fact of the folder's `meta` table.
@@ -189,7 +191,7 @@ impl IndexStore {
     ) -> Result<()> {
         let mut table = txn.open_table(FILES).map_err(store_err)?;
         for rec in upserts {
-            let v = serde_json::to_vec(rec).map_err(store_err)?;
+            let v = super::encoding::encode(rec);
             table
                 .insert(rec.path.as_str(), v.as_slice())
                 .map_err(store_err)?;
@@ -208,6 +210,29 @@ impl IndexStore {
         let txn = self.db.begin_write().map_err(store_err)?;
         Self::write_records(&txn, upserts, removals)?;
         txn.commit().map_err(store_err)
+    }
+}
+
+/// The store's records in path order; see [`IndexStore::records`].
+pub struct Records {
+    range: Option<redb::Range<'static, &'static str, &'static [u8]>>,
+}
+
+impl Iterator for Records {
+    type Item = Result<FileRecord>;
+
+    fn next(&mut self) -> Option<Result<FileRecord>> {
+        loop {
+            let item = self.range.as_mut()?.next()?;
+            match item {
+                Ok((k, v)) => {
+                    if let Some(rec) = super::encoding::decode(k.value(), v.value()) {
+                        return Some(Ok(rec));
+                    }
+                }
+                Err(e) => return Some(Err(store_err(e))),
+            }
+        }
     }
 }
 

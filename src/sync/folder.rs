@@ -153,24 +153,20 @@ impl Folder {
     pub fn scan(&self, allow_mass_delete: bool, tombstone_keep: Duration) -> Result<ScanResult> {
         let mut seq = self.lock_state();
         self.check_root()?;
-        let previous = self.store.load()?;
-        let live_before = previous
-            .values()
-            .filter(|r| !r.deleted && r.kind == EntryKind::File)
-            .count();
         let ignore = crate::fs::IgnoreRules::load(&self.root)?;
         let mut next = *seq;
         let now = now_ns();
         let mut scan = scan_versioned(
             &self.root,
             ScanContext {
-                previous,
+                previous: Box::new(self.store.records()?),
                 device: Some(self.device),
                 ignored: &|rel, dir| ignore.is_ignored(rel, dir),
                 sequence: &mut next,
                 now_ns: now,
             },
         )?;
+        let live_before = scan.known_files;
         let live_after = scan
             .files
             .iter()
@@ -197,7 +193,10 @@ impl Folder {
                 .retain(|r| !(r.deleted && expired.contains(&r.path)));
             scan.changed.retain(|r| !expired.contains(&r.path));
         }
-        self.store.commit(&scan.changed, &expired, next)?;
+        // A scan that found nothing new writes nothing (a commit is a disk sync).
+        if !(scan.changed.is_empty() && expired.is_empty() && next == *seq) {
+            self.store.commit(&scan.changed, &expired, next)?;
+        }
         *seq = next;
         scan.sequence = next;
         Ok(scan)
