@@ -16,7 +16,7 @@ pub const MAX_SYMLINK_TARGET_BYTES: usize = 4095;
 /// without one form, "é" typed on a Mac and on Linux would be two different files).
 /// Borrowed when already NFC (almost always), so the common case does not allocate.
 pub fn to_wire(name: &str) -> Cow<'_, str> {
-    if is_nfc(name) {
+    if name.is_ascii() || is_nfc(name) {
         Cow::Borrowed(name)
     } else {
         Cow::Owned(name.nfc().collect())
@@ -29,6 +29,10 @@ const WINDOWS_FORBIDDEN: &[char] = &['<', '>', ':', '"', '\\', '|', '?', '*'];
 /// Device names Windows reserves with any extension and in any case (`con.txt` is `CON`).
 /// `COM0`/`LPT0` and the superscript digits are in Microsoft's list too.
 fn is_windows_device(base: &str) -> bool {
+    // The longest is `COM` with a superscript digit: 5 bytes.
+    if !(3..=5).contains(&base.len()) {
+        return false;
+    }
     let upper = base.to_ascii_uppercase();
     match upper.as_str() {
         "CON" | "PRN" | "AUX" | "NUL" => true,
@@ -124,8 +128,24 @@ pub fn fold_key(path: &str) -> String {
 /// Pass every path, folders included: `A/x` and `a/y` clash through their folders `A`, `a`.
 /// One hash map of folded keys, so a million paths take one pass.
 pub fn clashes<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Clash> {
+    // A lowercase ASCII path is its own key, so two such paths never clash: every clash has a
+    // member with uppercase or non-ASCII letters. Only those, and the paths equal to one of
+    // their keys, are grouped (in most folders, next to none).
+    let folds_to_itself = |p: &str| p.is_ascii() && !p.bytes().any(|b| b.is_ascii_uppercase());
+    let paths: Vec<&'a str> = paths.into_iter().collect();
+    let keys: std::collections::HashSet<String> = paths
+        .iter()
+        .filter(|p| !folds_to_itself(p))
+        .map(|p| fold_key(p))
+        .collect();
+    if keys.is_empty() {
+        return Vec::new();
+    }
     let mut groups: HashMap<String, Vec<&'a str>> = HashMap::new();
-    for p in paths {
+    for p in paths
+        .into_iter()
+        .filter(|p| !folds_to_itself(p) || keys.contains(*p))
+    {
         groups.entry(fold_key(p)).or_default().push(p);
     }
     let mut out: Vec<Clash> = groups

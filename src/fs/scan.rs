@@ -342,22 +342,24 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
             continue;
         }
         let (size, mtime, inode) = (st.len, st.mtime_ns, st.ino);
-        let cached = prev
-            .as_ref()
-            .filter(|c| {
-                !c.deleted
-                    && c.kind == EntryKind::File
-                    && c.size == size
-                    && c.mtime_ns == mtime
-                    && c.inode == inode
-            })
-            .cloned();
-        found.push(match cached {
-            Some(mut c) => {
-                c.set_mode(mode);
-                Item::Known(c, prev)
+        let cached = prev.as_ref().is_some_and(|c| {
+            !c.deleted
+                && c.kind == EntryKind::File
+                && c.size == size
+                && c.mtime_ns == mtime
+                && c.inode == inode
+        });
+        found.push(match prev {
+            // Most files of a re-scan: exactly the record stored (no copy made).
+            Some(prev) if cached && prev.mode == mode && !prev.version.is_empty() => {
+                Item::Same(prev)
             }
-            None => Item::ToHash {
+            Some(prev) if cached => {
+                let mut c = prev.clone();
+                c.set_mode(mode);
+                Item::Known(c, Some(prev))
+            }
+            prev => Item::ToHash {
                 rel,
                 size,
                 mtime_ns: mtime,
@@ -392,6 +394,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
     for f in found {
         match f {
             Item::Known(rec, prev) => versioned.keep(rec, prev),
+            Item::Same(rec) => versioned.out.files.push(rec),
             Item::Unsynced(rel, reason, prev) => {
                 tracing::warn!(
                     "not synced: {}: {reason}",
@@ -517,6 +520,8 @@ impl Previous<'_> {
 
 /// A path the scan has seen, in the walk's and the store's order.
 enum Item {
+    /// A file found as the store holds it (size, mtime, inode and mode): its record stands.
+    Same(FileRecord),
     /// Its record as found, and what the store held.
     Known(FileRecord, Option<FileRecord>),
     /// A file to hash before its record is known.
@@ -705,7 +710,9 @@ mod tests {
         for d in ["a", "a/b", "a-b", "a0", "A", "é"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        for f in ["a.txt", "a/b/c", "a/b.x", "a-b/z", "a0/y", "a!", "A/q", "é/r", "z"] {
+        for f in [
+            "a.txt", "a/b/c", "a/b.x", "a-b/z", "a0/y", "a!", "A/q", "é/r", "z",
+        ] {
             std::fs::write(root.join(f), f.as_bytes()).unwrap();
         }
         let store = IndexStore::open(root).unwrap();

@@ -17,6 +17,8 @@ const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// The folder's own facts: `device` (its ID, 8 bytes) and `sequence` (its change counter).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STORE_FILE: &str = "index.redb";
+/// The record form this version writes (`format` in `meta`; 1 or absent: JSON records).
+const RECORD_FORMAT: u64 = 2;
 /// Mode of the store file: it lists every path and hash of the folder.
 pub const STORE_FILE_MODE: u32 = 0o600;
 
@@ -60,7 +62,41 @@ impl IndexStore {
             },
             e => store_err(e),
         })?;
-        Ok(IndexStore { db })
+        let store = IndexStore { db };
+        store.upgrade()?;
+        Ok(store)
+    }
+
+    /// Rewrites the JSON records of an older store in the binary form, once (a later open
+    /// finds `format` recorded and does nothing).
+    fn upgrade(&self) -> Result<()> {
+        if self.meta("format")?.unwrap_or(0) >= RECORD_FORMAT {
+            return Ok(());
+        }
+        let json: Vec<FileRecord> = {
+            let txn = self.db.begin_read().map_err(store_err)?;
+            match txn.open_table(FILES) {
+                Ok(t) => {
+                    let mut out = Vec::new();
+                    for item in t.range::<&str>(..).map_err(store_err)? {
+                        let (k, v) = item.map_err(store_err)?;
+                        if v.value().first() == Some(&b'{') {
+                            out.extend(super::encoding::decode(k.value(), v.value()));
+                        }
+                    }
+                    out
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(store_err(e)),
+            }
+        };
+        let txn = self.db.begin_write().map_err(store_err)?;
+        Self::write_records(&txn, &json, &[])?;
+        txn.open_table(META)
+            .map_err(store_err)?
+            .insert("format", RECORD_FORMAT)
+            .map_err(store_err)?;
+        txn.commit().map_err(store_err)
     }
 
     /// Every record, keyed by path.
@@ -274,6 +310,38 @@ mod tests {
         let all = s.load().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all["a"], rec("a", 3));
+    }
+
+    /// A store written by an older version (JSON records) is read, and rewritten in the
+    /// binary form on open.
+    #[test]
+    fn json_records_of_an_older_store_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rec("a/b", 5);
+        {
+            let s = IndexStore::open(dir.path()).unwrap();
+            let txn = s.db.begin_write().unwrap();
+            {
+                let json = serde_json::to_vec(&old).unwrap();
+                txn.open_table(FILES)
+                    .unwrap()
+                    .insert("a/b", json.as_slice())
+                    .unwrap();
+                txn.open_table(META).unwrap().remove("format").unwrap();
+            }
+            txn.commit().unwrap();
+            let raw = |s: &IndexStore| {
+                let txn = s.db.begin_read().unwrap();
+                let t = txn.open_table(FILES).unwrap();
+                let v = t.get("a/b").unwrap().unwrap().value().to_vec();
+                v
+            };
+            assert_eq!(raw(&s)[0], b'{', "written as an older version did");
+            drop(s);
+            let s = IndexStore::open(dir.path()).unwrap();
+            assert_ne!(raw(&s)[0], b'{', "rewritten");
+            assert_eq!(s.load().unwrap()["a/b"], old);
+        }
     }
 
     #[test]

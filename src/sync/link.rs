@@ -5,7 +5,6 @@
 //! Either end may request files from the other at any time after it received its index, so
 //! every wait for a message goes through [`Link::next`], which keeps serving meanwhile.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::fs::{Beneath, RelPath};
+use crate::index::FileRecord;
 use crate::net::{remote_error, Connection, FrameReader, FrameWriter};
 use crate::protocol::{sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, Message};
 
@@ -35,7 +35,38 @@ pub(crate) struct Served {
 }
 
 /// What the peer may request: the live files of the index we sent it, with their sizes.
-pub(crate) type Offered = Arc<Mutex<HashMap<String, u64>>>;
+pub(crate) type Offered = Arc<Mutex<Arc<Indexed>>>;
+
+/// Records in path order (bytewise, the scan's and the store's order), looked up by path.
+#[derive(Debug, Default)]
+pub(crate) struct Indexed(pub Vec<FileRecord>);
+
+impl Indexed {
+    /// The record at `path`.
+    pub fn get(&self, path: &str) -> Option<&FileRecord> {
+        self.0
+            .binary_search_by(|r| r.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// Whether there is a record at `path`.
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Every record, in path order.
+    pub fn values(&self) -> std::slice::Iter<'_, FileRecord> {
+        self.0.iter()
+    }
+
+    /// The size of the live file at `path`, if there is one.
+    pub fn file_size(&self, path: &str) -> Option<u64> {
+        self.get(path)
+            .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+            .map(|r| r.size)
+    }
+}
 
 /// A file to stream.
 struct ReadJob {
@@ -164,9 +195,7 @@ impl Link {
     /// (a path we did not offer). A hostile path or a flood beyond the queue ends the session.
     fn serve_now(&mut self, FileRequest { id, path, offset }: FileRequest) -> Result<()> {
         let rel = RelPath::parse(&path).map_err(sanitize_error)?;
-        let size = crate::sync::server::lock(&self.offered)
-            .get(rel.as_str())
-            .copied();
+        let size = crate::sync::server::lock(&self.offered).file_size(rel.as_str());
         let Some(size) = size else {
             let msg = ErrorMsg {
                 code: ErrorCode::NotFound,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::folder::Folder;
-use super::link::Link;
+use super::link::{Indexed, Link};
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
 use crate::fs::{clashes, fold_key, to_wire, umask, windows_problem, ScanResult, Skipped};
@@ -216,24 +216,18 @@ async fn round(
         seq.saturating_sub(1).min(scan.sequence)
     });
     // What the peer may request from us: our live files as indexed.
-    {
-        let mut offered = super::server::lock(&link.offered);
-        offered.clear();
-        if peer_pulls {
-            offered.extend(
-                scan.files
-                    .iter()
-                    .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
-                    .map(|r| (r.path.clone(), r.size)),
-            );
-        }
-    }
+    let files = Arc::new(Indexed(std::mem::take(&mut scan.files)));
+    *super::server::lock(&link.offered) = if peer_pulls {
+        Arc::clone(&files)
+    } else {
+        Arc::default()
+    };
     // Send ours and receive theirs at once: both may be large, and neither side may wait for
     // the other to finish sending before it reads.
     // Only what changed since the peer last applied our index (everything the first time).
     let entries: Vec<_> = if peer_pulls {
-        scan.files
-            .iter()
+        files
+            .values()
             .filter(|r| r.sequence > peer.knows || peer.knows > scan.sequence)
             .filter(|r| r.origin != Some(peer.device))
             .map(FileRecord::to_entry)
@@ -268,21 +262,19 @@ async fn round(
     let mut peer_done: Option<SyncComplete> = None;
     let skipped_before = out.skipped.len();
     if i_pull {
-        let local: HashMap<&str, &FileRecord> =
-            scan.files.iter().map(|r| (r.path.as_str(), r)).collect();
+        let local = &*files;
         let rule = if peer_pulls {
             ConflictRule::Deterministic
         } else {
             ConflictRule::PeerWins
         };
         let ignore = folder.ignore_rules()?;
-        let remote = check_peer_names(remote, &local, &held_back, &mut out);
-        let mut plan = plan_round(&local, remote, rule, &ignore, peer.device, &mut out);
+        let remote = check_peer_names(remote, local, &held_back, &mut out);
+        let mut plan = plan_round(local, remote, rule, &ignore, peer.device, &mut out);
         if plan.writes_files() {
             // Content already here, by hash: a renamed or copied file is copied, not fetched.
-            for r in scan
-                .files
-                .iter()
+            for r in local
+                .values()
                 .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0)
             {
                 plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
@@ -302,7 +294,7 @@ async fn round(
             out.conflicts.len(),
             out.unchanged
         );
-        if let Err(e) = guard_mass_deletion(folder, &local, &plan, cfg) {
+        if let Err(e) = guard_mass_deletion(folder, local, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
         }
@@ -420,7 +412,7 @@ fn check_local_names(
 /// name (case or normalisation), so none is ever written over another.
 fn check_peer_names(
     remote: Vec<FileRecord>,
-    local: &HashMap<&str, &FileRecord>,
+    local: &Indexed,
     held: &HashSet<String>,
     out: &mut RoundOutcome,
 ) -> Vec<FileRecord> {
@@ -482,7 +474,7 @@ fn check_peer_names(
 
 /// Decides every path of the peer's index against ours.
 fn plan_round(
-    local: &HashMap<&str, &FileRecord>,
+    local: &Indexed,
     remote: Vec<FileRecord>,
     rule: ConflictRule,
     ignore: &crate::fs::IgnoreRules,
@@ -500,7 +492,7 @@ fn plan_round(
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
             continue;
         }
-        let here = local.get(r.path.as_str()).copied();
+        let here = local.get(&r.path);
         let d = reconcile(here, &r, rule, mask);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
@@ -527,7 +519,7 @@ fn plan_round(
 /// and whose own guard was overridden, or a hostile one), unless allowed.
 fn guard_mass_deletion(
     folder: &Folder,
-    local: &HashMap<&str, &FileRecord>,
+    local: &Indexed,
     plan: &LocalPlan,
     cfg: &RoundConfig,
 ) -> Result<()> {
