@@ -16,7 +16,7 @@ pub use beneath::Beneath;
 pub use dir::{umask, Dir, EntryStat, Resolve};
 pub use ignore::{IgnoreRules, IGNORE_FILE, MAX_IGNORE_FILE_BYTES};
 pub use names::{
-    clashes, fold_key, symlink_target_inside, to_wire, windows_problem, Clash,
+    clashes, fold_key, folds_to_itself, symlink_target_inside, to_wire, windows_problem, Clash,
     MAX_SYMLINK_TARGET_BYTES,
 };
 pub use relpath::RelPath;

@@ -122,6 +122,12 @@ pub fn fold_key(path: &str) -> String {
     to_wire(&folded).into_owned()
 }
 
+/// Whether `path` is its own [`fold_key`] for certain (lowercase ASCII): two such paths are
+/// never the same name anywhere, so only paths that are not need grouping.
+pub fn folds_to_itself(path: &str) -> bool {
+    path.is_ascii() && !path.bytes().any(|b| b.is_ascii_uppercase())
+}
+
 /// Groups of distinct paths in `paths` that are the same after NFC ([`Clash::Normalization`])
 /// or after NFC and case folding ([`Clash::Case`], when the group holds at least two NFC
 /// spellings), each listing all its members, sorted; groups sorted by their first member.
@@ -131,7 +137,6 @@ pub fn clashes<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Clash> {
     // A lowercase ASCII path is its own key, so two such paths never clash: every clash has a
     // member with uppercase or non-ASCII letters. Only those, and the paths equal to one of
     // their keys, are grouped (in most folders, next to none).
-    let folds_to_itself = |p: &str| p.is_ascii() && !p.bytes().any(|b| b.is_ascii_uppercase());
     let paths: Vec<&'a str> = paths.into_iter().collect();
     let keys: std::collections::HashSet<String> = paths
         .iter()

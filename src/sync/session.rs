@@ -13,7 +13,9 @@ use super::folder::Folder;
 use super::link::{Indexed, Link};
 use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
 use crate::error::{Error, Result};
-use crate::fs::{clashes, fold_key, to_wire, umask, windows_problem, ScanResult, Skipped};
+use crate::fs::{
+    clashes, fold_key, folds_to_itself, to_wire, umask, windows_problem, ScanResult, Skipped,
+};
 use crate::index::{reconcile, Action, Conflict, ConflictRule, DeviceId, FileRecord};
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
@@ -422,11 +424,29 @@ fn check_peer_names(
     let mut drop: HashSet<String> = HashSet::new();
     // Each folded name (case and Unicode form) and the path that holds it: ours first, then
     // the peer's in its (sorted) order; a later path with a taken key would clobber it.
-    let mut taken: HashMap<String, &str> = local
-        .values()
-        .filter(|r| !r.deleted)
-        .map(|r| r.path.as_str())
-        .chain(held.iter().map(String::as_str))
+    // Only keys of names with uppercase or non-ASCII letters can be shared by two paths (see
+    // `folds_to_itself`): those keys, and the paths holding them, are all that is tracked.
+    let ours = || {
+        local
+            .values()
+            .filter(|r| !r.deleted)
+            .map(|r| r.path.as_str())
+            .chain(held.iter().map(String::as_str))
+    };
+    let theirs = || {
+        remote
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.path.as_str())
+    };
+    let keys: HashSet<String> = ours()
+        .chain(theirs())
+        .filter(|p| !folds_to_itself(p))
+        .map(fold_key)
+        .collect();
+    let may_clash = |p: &str| !keys.is_empty() && (!folds_to_itself(p) || keys.contains(p));
+    let mut taken: HashMap<String, &str> = ours()
+        .filter(|p| may_clash(p))
         .map(|p| (fold_key(p), p))
         .collect();
     for r in &remote {
@@ -435,7 +455,7 @@ fn check_peer_names(
             drop.insert(r.path.clone());
             continue;
         }
-        if r.deleted {
+        if r.deleted || !may_clash(&r.path) {
             continue;
         }
         match taken.get(&fold_key(&r.path)) {
