@@ -1,6 +1,6 @@
 //! All disk access: validated relative paths, scanning with the hash cache, writes that stay
 //! inside the folder (descriptor-relative folders, exclusive temp files, atomic renames), the
-//! versions archive, ignore rules and cross-platform name rules.
+//! versions archive, ignore rules, cross-platform name rules and the OS watch of a folder.
 
 mod beneath;
 mod dir;
@@ -10,6 +10,7 @@ mod relpath;
 mod scan;
 mod versions;
 mod walk;
+mod watch;
 mod write;
 
 pub use beneath::Beneath;
@@ -29,6 +30,7 @@ pub use versions::{
     format_utc_stamp, parse_utc_stamp, Version, Versions, DEFAULT_VERSIONS_KEEP_DAYS, VERSIONS_DIR,
     VERSIONS_DIR_MODE,
 };
+pub use watch::{counts_as_change, Watch, BARRIER_PREFIX};
 pub use write::{
     is_part_name, local_mode, part_name, part_rel, FinishError, PartWriter, WriteRoot, Written,
     NEW_DIR_MODE, PART_MODE, PART_PREFIX,

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{scan_versioned, ScanContext, ScanResult};
+use crate::fs::{scan_versioned, ScanContext, ScanResult, Watch};
 use crate::index::{DeviceId, EntryKind, FileRecord, IndexStore};
 
 /// Default time a tombstone is kept: a replica that was away longer than this may bring a
@@ -33,6 +34,49 @@ pub struct Folder {
     writing: Mutex<HashMap<String, usize>>,
     /// When versions were last pruned (at most once per [`PRUNE_INTERVAL_S`]).
     pruned: Mutex<Option<std::time::Instant>>,
+    /// The OS watch of the folder once [`Folder::watch`] was called: the watch, or why it could
+    /// not be started (then every round walks, as without one).
+    watch: OnceLock<std::result::Result<Watch, String>>,
+    /// The last full scan's result while watched: what a round gets again while nothing
+    /// changed. Locked after `state`.
+    last_scan: Mutex<Option<LastScan>>,
+    /// How many times this model walked the folder.
+    full_scans: AtomicU64,
+}
+
+/// How long a cached scan stands at most (each with its own jitter of ±10%, so that folders
+/// watched since the same moment do not all walk at once): the watch saves walks, and a full
+/// walk now and then catches what any watch may miss (a network file system, a bug).
+pub const FULL_RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How long a scan waits for the watch's barrier before it walks anyway.
+const WATCH_BARRIER_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A full scan's result, kept while the folder is watched.
+struct LastScan {
+    result: ScanResult,
+    /// When it stops standing in for a walk.
+    expires: Instant,
+}
+
+/// What a scan finds when nothing changed since `last`: the same folder, nothing to commit.
+/// (Every field by name: a field added to [`ScanResult`] must be decided on here.)
+fn unchanged(last: &ScanResult) -> ScanResult {
+    ScanResult {
+        files: last.files.clone(),
+        changed: Vec::new(),
+        parts: last.parts.clone(),
+        hashed: 0,
+        skipped: last.skipped.clone(),
+        sequence: last.sequence,
+        versioned: 0,
+        known_files: last.known_files,
+    }
+}
+
+/// `base` stretched by `r` (uniform over `u64`) into `base` ± 10%.
+fn jittered(base: Duration, r: u64) -> Duration {
+    base.mul_f64(0.9 + 0.2 * (r as f64 / u64::MAX as f64))
 }
 
 /// How often old versions are pruned (at the start of a round, when due).
@@ -101,6 +145,9 @@ impl Folder {
             sync_running: tokio::sync::Mutex::new(()),
             writing: Mutex::default(),
             pruned: Mutex::new(None),
+            watch: OnceLock::new(),
+            last_scan: Mutex::new(None),
+            full_scans: AtomicU64::new(0),
         });
         open.push((root, Arc::downgrade(&folder)));
         Ok(folder)
@@ -150,9 +197,55 @@ impl Folder {
     /// locally as new versions. Stops with [`Error::MassDeletion`], committing nothing, when
     /// every file the store knew is gone (an unmounted drive, a wrong path) unless
     /// `allow_mass_delete`. Tombstones older than `tombstone_keep` are forgotten.
+    ///
+    /// While the folder is watched ([`Folder::watch`]) and the watch says nothing changed since
+    /// the last walk, no record was committed since and that walk is younger than
+    /// [`FULL_RESCAN_INTERVAL`], the last walk's result is returned again (with nothing
+    /// `changed`) instead of walking.
     pub fn scan(&self, allow_mass_delete: bool, tombstone_keep: Duration) -> Result<ScanResult> {
         let mut seq = self.lock_state();
         self.check_root()?;
+        // A watch that failed says "changed" forever: walk as without one, and hold nothing.
+        let watch = self.watch.get().and_then(|w| w.as_ref().ok());
+        let watch = watch.filter(|w| w.health().is_none());
+        match watch {
+            None => self.forget_last_scan(),
+            Some(watch) => {
+                // Asked BEFORE the walk: a change made while walking dirties the next round.
+                let changed = watch.changed_since_last(WATCH_BARRIER_PATIENCE);
+                let mut last = self.lock_last_scan();
+                // Taken out: gone until this walk succeeds, so a failed walk (a mass
+                // deletion) leaves nothing to stand in for the folder as it was before.
+                if let Some(l) = last.take() {
+                    if !changed && Instant::now() < l.expires {
+                        let out = unchanged(&l.result);
+                        *last = Some(l);
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        let scan = self.walk(&mut seq, allow_mass_delete, tombstone_keep)?;
+        // Only while watched: without a watch nothing would ever tell it is stale.
+        if watch.is_some() {
+            let mut r = [0u8; 8];
+            let _ = getrandom::fill(&mut r);
+            *self.lock_last_scan() = Some(LastScan {
+                result: unchanged(&scan),
+                expires: Instant::now() + jittered(FULL_RESCAN_INTERVAL, u64::from_le_bytes(r)),
+            });
+        }
+        Ok(scan)
+    }
+
+    /// The full scan: walks the folder and commits what changed.
+    fn walk(
+        &self,
+        seq: &mut u64,
+        allow_mass_delete: bool,
+        tombstone_keep: Duration,
+    ) -> Result<ScanResult> {
+        self.full_scans.fetch_add(1, Ordering::Relaxed);
         let ignore = crate::fs::IgnoreRules::load(&self.root)?;
         let mut next = *seq;
         let now = now_ns();
@@ -200,6 +293,52 @@ impl Folder {
         *seq = next;
         scan.sequence = next;
         Ok(scan)
+    }
+
+    /// Starts watching the folder with the OS's notifications, once (later calls return what
+    /// the first did): then a round walks the folder only when something changed (see
+    /// [`Folder::scan`]). A failure is logged once as a warning and returned; the folder is
+    /// then walked every round, as without a watch. Blocking (it walks the tree once).
+    pub fn watch(&self) -> Result<()> {
+        let started = self.watch.get_or_init(|| {
+            Watch::start(&self.root).map_err(|e| {
+                tracing::warn!("{e}");
+                match e {
+                    Error::Folder { reason, .. } => reason,
+                    e => e.to_string(),
+                }
+            })
+        });
+        match started {
+            Ok(_) => Ok(()),
+            Err(reason) => Err(Error::Folder {
+                path: self.root.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// How many times this model walked the folder (a scan that reused the last walk does not
+    /// count).
+    pub fn full_scans(&self) -> u64 {
+        self.full_scans.load(Ordering::Relaxed)
+    }
+
+    /// Marks the folder's watch failed, as a watcher error would (for tests of the fallback).
+    #[doc(hidden)]
+    pub fn fail_watch(&self, reason: &str) {
+        if let Some(Ok(w)) = self.watch.get() {
+            w.fail(reason);
+        }
+    }
+
+    fn lock_last_scan(&self) -> MutexGuard<'_, Option<LastScan>> {
+        self.last_scan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the cached scan: records were committed (or the folder was changed here) since.
+    fn forget_last_scan(&self) {
+        *self.lock_last_scan() = None;
     }
 
     /// Stores records of changes applied here; see [`Held::commit`].
@@ -290,6 +429,8 @@ impl Held<'_> {
                 r
             })
             .collect();
+        // Whatever the commit's outcome, the cached scan may no longer be the store's state.
+        self.folder.forget_last_scan();
         self.folder.store.commit(&records, &[], next)?;
         *self.sequence = next;
         Ok(records)
@@ -409,6 +550,8 @@ impl Folder {
         let copy_rel = crate::fs::RelPath::parse(copy)?;
         let orig_rel = crate::fs::RelPath::parse(&original)?;
         let _held = self.hold();
+        // The folder changes here: the next round walks without waiting on the watch to say so.
+        self.forget_last_scan();
         let missing = || Error::Folder {
             path: self.root.join(copy),
             reason: "no such conflict copy (resolved already?)".into(),
@@ -488,6 +631,7 @@ impl Folder {
     pub fn restore(&self, rel: &str, at: Option<SystemTime>) -> Result<crate::fs::Version> {
         let rel = crate::fs::RelPath::parse(rel)?;
         let _held = self.hold();
+        self.forget_last_scan();
         let mut versions = self.archive()?;
         versions.restore(&rel, at, SystemTime::now())
     }
@@ -520,6 +664,22 @@ impl Folder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_rescans_come_within_ten_percent_of_the_interval() {
+        let hour = Duration::from_secs(3600);
+        // (random draw, interval)
+        let table = [
+            (0, Duration::from_secs(3240)),
+            (u64::MAX / 2, hour),
+            (u64::MAX, Duration::from_secs(3960)),
+        ];
+        for (r, want) in table {
+            let got = jittered(hour, r);
+            let off = got.abs_diff(want);
+            assert!(off < Duration::from_millis(1), "{r}: {got:?}");
+        }
+    }
 
     #[test]
     fn conflict_names_parse_back_to_their_original() {

@@ -146,9 +146,15 @@ impl Server {
         admission::check_secret_for_listening(&cfg.secret, &addrs)?;
         admission::warn_once_about(&cfg.secret);
         let folder_path = cfg.folder.clone();
-        let folder = tokio::task::spawn_blocking(move || Folder::open(&folder_path, true))
-            .await
-            .map_err(|e| Error::Store(e.to_string()))??;
+        let folder = tokio::task::spawn_blocking(move || {
+            let folder = Folder::open(&folder_path, true)?;
+            // A served folder is watched, so a round walks it only when something changed. A
+            // watch that cannot start was logged; the folder is then walked every round.
+            let _ = folder.watch();
+            Ok::<_, Error>(folder)
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))??;
         if cfg.read_only {
             tracing::info!(
                 "{}: read-only: clients may pull, not push",
