@@ -506,11 +506,17 @@ fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
     let scanned = scanned.map_err(to_py)?;
     Ok(scanned
         .files
-        .into_iter()
+        .iter()
         .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
         .map(|r| {
             let hash = r.hash.to_hex();
-            (r.path, r.size, hash, r.mtime_ns as f64 / 1e9, r.executable)
+            (
+                r.path.clone(),
+                r.size,
+                hash,
+                r.mtime_ns as f64 / 1e9,
+                r.executable,
+            )
         })
         .collect())
 }

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::walk::Found;
 use super::{Beneath, RelPath};
@@ -23,7 +24,7 @@ const MAX_HASHERS: usize = 4;
 pub struct ScanResult {
     /// Every path the folder knows, sorted: live files, folders and symlinks as they are now,
     /// and tombstones of what was deleted (from this scan or earlier ones).
-    pub files: Vec<FileRecord>,
+    pub files: Arc<Vec<FileRecord>>,
     /// The records that differ from what the store held (new versions and refreshed cache
     /// entries): what the caller commits.
     pub changed: Vec<FileRecord>,
@@ -225,7 +226,7 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             now_ns: 0,
         },
     )?;
-    scan.files
+    Arc::make_mut(&mut scan.files)
         .retain(|r| !r.deleted && r.kind == crate::index::EntryKind::File);
     Ok(scan)
 }
@@ -387,6 +388,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
     drop(to_hash);
     let mut hashes = hashes.into_iter();
     let mut versioned = Versioner {
+        files: Vec::with_capacity(found.len()),
         device: ctx.device,
         sequence: ctx.sequence,
         out: &mut out,
@@ -394,7 +396,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
     for f in found {
         match f {
             Item::Known(rec, prev) => versioned.keep(rec, prev),
-            Item::Same(rec) => versioned.out.files.push(rec),
+            Item::Same(rec) => versioned.files.push(rec),
             Item::Unsynced(rel, reason, prev) => {
                 tracing::warn!(
                     "not synced: {}: {reason}",
@@ -405,7 +407,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                     reason,
                 });
                 // Not taken into the index, and not deleted either: what the store knew stays.
-                versioned.out.files.extend(prev);
+                versioned.files.extend(prev);
             }
             Item::Gone(mut rec) => {
                 // Ignored paths are neither listed nor deleted; below a folder that could not
@@ -422,7 +424,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                     versioned.bump(&mut rec);
                     versioned.out.changed.push(rec.clone());
                 }
-                versioned.out.files.push(rec);
+                versioned.files.push(rec);
             }
             Item::ToHash {
                 rel,
@@ -469,12 +471,14 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                             reason,
                         });
                         // Never taken for deleted: the last known record stands.
-                        versioned.out.files.extend(prev);
+                        versioned.files.extend(prev);
                     }
                 }
             }
         }
     }
+    let files = std::mem::take(&mut versioned.files);
+    out.files = Arc::new(files);
     Ok(out)
 }
 
@@ -542,6 +546,8 @@ enum Item {
 
 /// Gives local changes their versions as the scan finds them.
 struct Versioner<'a, 'b> {
+    /// Every record, as [`ScanResult::files`].
+    files: Vec<FileRecord>,
     device: Option<DeviceId>,
     sequence: &'b mut u64,
     out: &'a mut ScanResult,
@@ -580,14 +586,14 @@ impl Versioner<'_, '_> {
                 if refreshed {
                     self.out.changed.push(now.clone());
                 }
-                self.out.files.push(now);
+                self.files.push(now);
             }
             prev => {
                 now.version = prev.map(|p| p.version).unwrap_or_default();
                 now.origin = None;
                 self.bump(&mut now);
                 self.out.changed.push(now.clone());
-                self.out.files.push(now);
+                self.files.push(now);
             }
         }
     }

@@ -63,7 +63,7 @@ struct LastScan {
 /// (Every field by name: a field added to [`ScanResult`] must be decided on here.)
 fn unchanged(last: &ScanResult) -> ScanResult {
     ScanResult {
-        files: last.files.clone(),
+        files: Arc::clone(&last.files),
         changed: Vec::new(),
         parts: last.parts.clone(),
         hashed: 0,
@@ -282,8 +282,7 @@ impl Folder {
             .map(|r| r.path.clone())
             .collect();
         if !expired.is_empty() {
-            scan.files
-                .retain(|r| !(r.deleted && expired.contains(&r.path)));
+            Arc::make_mut(&mut scan.files).retain(|r| !(r.deleted && expired.contains(&r.path)));
             scan.changed.retain(|r| !expired.contains(&r.path));
         }
         // A scan that found nothing new writes nothing (a commit is a disk sync).

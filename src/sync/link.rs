@@ -39,7 +39,7 @@ pub(crate) type Offered = Arc<Mutex<Arc<Indexed>>>;
 
 /// Records in path order (bytewise, the scan's and the store's order), looked up by path.
 #[derive(Debug, Default)]
-pub(crate) struct Indexed(pub Vec<FileRecord>);
+pub(crate) struct Indexed(pub Arc<Vec<FileRecord>>);
 
 impl Indexed {
     /// The record at `path`.

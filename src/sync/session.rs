@@ -352,7 +352,7 @@ async fn round(
 /// Returns the held-back paths (their records stay here; the peer does not see them) and the
 /// lowest sequence among them.
 fn check_local_names(
-    files: &mut Vec<FileRecord>,
+    files: &mut Arc<Vec<FileRecord>>,
     out: &mut RoundOutcome,
 ) -> (HashSet<String>, Option<u64>) {
     let mut held = HashSet::new();
@@ -406,7 +406,7 @@ fn check_local_names(
         .filter(|r| held.contains(&r.path))
         .map(|r| r.sequence)
         .min();
-    files.retain(|r| !held.contains(&r.path));
+    Arc::make_mut(files).retain(|r| !held.contains(&r.path));
     (held, first)
 }
 
