@@ -265,8 +265,11 @@ impl Dir {
             mode,
         )?;
         let file = File::from(fd);
-        // The umask may have narrowed `mode` further; make it exactly what was asked.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        // The umask may have narrowed `mode` further; make it exactly what was asked (no call
+        // needed when it has none of the bits asked for, as with 0600 and the usual umasks).
+        if mode & umask() != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         Ok(file)
     }
 
@@ -311,12 +314,21 @@ impl Dir {
 
     /// `fstatat(self, name, AT_SYMLINK_NOFOLLOW)`.
     pub fn stat(&self, name: &str) -> io::Result<EntryStat> {
-        let c = component(name)?;
+        self.stat_entry(&component(name)?)
+    }
+
+    /// [`Dir::stat`] of a name as [`Dir::each_entry`] gives it (a single component).
+    pub fn stat_entry(&self, name: &std::ffi::CStr) -> io::Result<EntryStat> {
         // SAFETY: `stat` is plain data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid descriptor, NUL-terminated name and a valid out-pointer.
         check(unsafe {
-            libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
+            libc::fstatat(
+                self.raw(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         })?;
         #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
         let kind = st.st_mode & libc::S_IFMT;
@@ -452,6 +464,14 @@ impl Dir {
     /// swapped path cannot redirect the listing. Order is the file system's.
     pub fn entries(&self) -> io::Result<Vec<std::ffi::OsString>> {
         use std::os::unix::ffi::OsStringExt;
+        let mut names = Vec::new();
+        self.each_entry(|name| names.push(std::ffi::OsString::from_vec(name.to_bytes().to_vec())))?;
+        Ok(names)
+    }
+
+    /// Calls `f` with each name in this folder (without `.` and `..`), as [`Dir::entries`]
+    /// lists them, without copying them.
+    pub fn each_entry(&self, mut f: impl FnMut(&std::ffi::CStr)) -> io::Result<()> {
         // fdopendir takes ownership of its descriptor: give it a duplicate of ours, opened
         // on `.` so it has its own file offset (a dup would share it with `self`).
         let own = openat(self.raw(), &cstring(b".")?, DIR_FLAGS, 0)?;
@@ -462,7 +482,6 @@ impl Dir {
             return Err(io::Error::last_os_error());
         }
         std::mem::forget(own);
-        let mut names = Vec::new();
         let result = loop {
             // readdir reports errors only through errno; clear it to tell them from the end.
             set_errno(0);
@@ -477,14 +496,14 @@ impl Dir {
             }
             // SAFETY: `d_name` is a NUL-terminated string inside the entry readdir returned,
             // valid until the next readdir on this stream.
-            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
-            if name != b"." && name != b".." {
-                names.push(std::ffi::OsString::from_vec(name.to_vec()));
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+            if !matches!(name.to_bytes(), b"." | b"..") {
+                f(name);
             }
         };
         // SAFETY: `stream` is open and closed exactly once here (closing its descriptor).
         unsafe { libc::closedir(stream) };
-        result.map(|()| names)
+        result
     }
 }
 

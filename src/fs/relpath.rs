@@ -21,6 +21,15 @@ pub struct RelPath(String);
 impl RelPath {
     /// Parses `s`, rejecting anything that could name a place outside the folder.
     pub fn parse(s: &str) -> Result<RelPath> {
+        Self::check(s).map(|()| RelPath(s.to_owned()))
+    }
+
+    /// [`RelPath::parse`] of a string the caller no longer needs (no copy made).
+    pub fn parse_owned(s: String) -> Result<RelPath> {
+        Self::check(&s).map(|()| RelPath(s))
+    }
+
+    fn check(s: &str) -> Result<()> {
         let bad = |reason: &'static str| {
             Err(Error::BadPath {
                 path: s.to_owned(),
@@ -60,7 +69,7 @@ impl RelPath {
                 _ => {}
             }
         }
-        Ok(RelPath(s.to_owned()))
+        Ok(())
     }
 
     /// The path as sent on the wire.

@@ -131,39 +131,39 @@ fn list(
         Ok(d) => d,
         Err(e) => return unlisted(e),
     };
-    let names = match dir.entries() {
-        Ok(n) => n,
-        Err(e) => return unlisted(e),
-    };
     let mut subfolders = Vec::new();
-    for name in names {
-        let Some(name) = name.to_str() else {
+    let listed = dir.each_entry(|c_name| {
+        let Ok(name) = c_name.to_str() else {
             out.skipped.push(Skipped {
-                path: format!("{rel}/{}", name.to_string_lossy())
+                path: format!("{rel}/{}", c_name.to_string_lossy())
                     .trim_start_matches('/')
                     .to_owned(),
                 reason: "name is not valid UTF-8".into(),
             });
-            continue;
+            return;
         };
         if rel.is_empty() && is_metadata_name(name) {
-            continue;
+            return;
         }
         let path = if rel.is_empty() {
             name.to_owned()
         } else {
-            format!("{rel}/{name}")
+            let mut p = String::with_capacity(rel.len() + 1 + name.len());
+            p.push_str(rel);
+            p.push('/');
+            p.push_str(name);
+            p
         };
-        let st = match dir.stat(name) {
+        let st = match dir.stat_entry(c_name) {
             Ok(st) => st,
             // Gone since the listing: it is not there.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                if let Ok(rel) = RelPath::parse(&path) {
+                if let Ok(rel) = RelPath::parse_owned(path) {
                     let found = Found::Unsynced(format!("cannot be read: {e}"));
                     out.entries.push(Walked { rel, found });
                 }
-                continue;
+                return;
             }
         };
         // Temp files are never synced, but listed (to resume or remove them).
@@ -174,23 +174,24 @@ fn list(
                 len: st.len,
                 resumable: st.nlink == 1,
             });
-            continue;
+            return;
         }
         if !part && ignored(&path, st.is_dir) {
-            continue;
+            return;
         }
-        let rel = match RelPath::parse(&path) {
+        let rel = match RelPath::parse_owned(path) {
             Ok(r) => r,
             Err(e) => {
+                let path = format!("{rel}/{name}").trim_start_matches('/').to_owned();
                 out.skipped.push(Skipped {
                     path,
                     reason: format!("name cannot be synced ({e})"),
                 });
-                continue;
+                return;
             }
         };
         let found = if st.is_dir {
-            subfolders.push(path);
+            subfolders.push(rel.as_str().to_owned());
             Found::Dir(st)
         } else if st.is_symlink {
             let target = dir
@@ -204,6 +205,14 @@ fn list(
             Found::Unsynced("not a regular file, folder or symlink".into())
         };
         out.entries.push(Walked { rel, found });
+    });
+    if let Err(e) = listed {
+        // What was listed before the error stands; the rest of the folder is unknown.
+        out.skipped.push(Skipped {
+            path: rel.to_owned(),
+            reason: format!("folder cannot be read: {e}"),
+        });
+        out.unlisted.push(rel.to_owned());
     }
     subfolders
 }

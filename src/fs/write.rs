@@ -95,6 +95,9 @@ fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
 pub enum FinishError {
     /// The content does not match the announced hash; the part file was removed.
     HashMismatch,
+    /// Asked not to replace anything, and something is at the target now; the part file was
+    /// removed.
+    Taken,
     /// Anything else (I/O, a folder in the way); the part file was removed.
     Other(Error),
 }
@@ -333,24 +336,36 @@ impl PartWriter {
     }
 
     /// Checks the hash, sets `mode` and mtime on the descriptor, and renames the temp file onto
-    /// `target` (a name in the same folder).
+    /// `target` (a name in the same folder). With `replace` false, the target must not exist:
+    /// the rename refuses atomically (`RENAME_NOREPLACE`) if anything appeared there.
     pub fn finish(
         self,
         expected: &Hash,
         mtime_ns: i64,
         mode: u32,
         target: &str,
+        replace: bool,
     ) -> Result<Written, FinishError> {
         if Hash(*self.hasher.finalize().as_bytes()) != *expected {
             self.discard();
             return Err(FinishError::HashMismatch);
         }
+        let mut taken = false;
         let result = (|| {
             let written = set_metadata(&self.file, target, mtime_ns, mode)?;
             hook(Stage::Verified);
+            let renamed = if replace {
+                self.dir.rename(&self.name, target)
+            } else {
+                self.dir.rename_noreplace(&self.name, &self.dir, target)
+            };
             // rename(2) never replaces a folder with a file: EISDIR (or ENOTEMPTY/EEXIST).
-            match self.dir.rename(&self.name, target) {
+            match renamed {
                 Ok(()) => Ok(written),
+                Err(e) if !replace && e.raw_os_error() == Some(libc::EEXIST) => {
+                    taken = true;
+                    Err(io_err(target, e))
+                }
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -368,7 +383,13 @@ impl PartWriter {
         if result.is_err() {
             let _ = self.dir.unlink(&self.name);
         }
-        result.map_err(FinishError::Other)
+        result.map_err(|e| {
+            if taken {
+                FinishError::Taken
+            } else {
+                FinishError::Other(e)
+            }
+        })
     }
 }
 
@@ -402,10 +423,12 @@ mod tests {
         let mut w = PartWriter::create(dir, &part_name(&rel, &h))?;
         w.write(content)?;
         let name = path.rsplit('/').next().unwrap();
-        w.finish(&h, mtime_ns, mode, name).map_err(|e| match e {
-            FinishError::HashMismatch => Error::Store("hash mismatch".into()),
-            FinishError::Other(e) => e,
-        })
+        w.finish(&h, mtime_ns, mode, name, true)
+            .map_err(|e| match e {
+                FinishError::HashMismatch => Error::Store("hash mismatch".into()),
+                FinishError::Taken => Error::Store("target taken".into()),
+                FinishError::Other(e) => e,
+            })
     }
 
     fn set_hook(f: impl FnMut(Stage) + 'static) {
@@ -554,13 +577,46 @@ mod tests {
             }
             let mut w = PartWriter::create(dir, &name).unwrap();
             w.write(content).unwrap();
-            w.finish(&h, 0, 0o644, "f").unwrap();
+            w.finish(&h, 0, 0o644, "f", true).unwrap();
             assert_eq!(
                 std::fs::read(&secret).unwrap(),
                 b"outside",
                 "{kind} {resume}"
             );
             assert_eq!(std::fs::read(root.join("f")).unwrap(), content);
+        }
+    }
+
+    /// A new file's rename never replaces what appeared at its name meanwhile (a file, a
+    /// symlink, a folder): it is refused, the temp file removed, what is there untouched.
+    #[test]
+    fn a_new_file_never_replaces_what_appeared_at_its_name() {
+        type Plant = fn(&Path);
+        let table: &[(&str, Plant)] = &[
+            ("file", |p| std::fs::write(p, b"mine").unwrap()),
+            ("symlink", |p| symlink("elsewhere", p).unwrap()),
+            ("folder", |p| std::fs::create_dir(p).unwrap()),
+        ];
+        for (case, plant) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let mut wr = WriteRoot::open(dir.path()).unwrap();
+            let h = hash(b"theirs");
+            let name = part_name(&rel("f"), &h);
+            let mut w = PartWriter::create(wr.parent(&rel("f"), true).unwrap(), &name).unwrap();
+            w.write(b"theirs").unwrap();
+            let target = dir.path().join("f");
+            plant(&target);
+            let before = std::fs::symlink_metadata(&target).unwrap();
+            assert!(
+                matches!(w.finish(&h, 0, 0o644, "f", false), Err(FinishError::Taken)),
+                "{case}"
+            );
+            let after = std::fs::symlink_metadata(&target).unwrap();
+            assert_eq!(before.ino(), after.ino(), "{case}: untouched");
+            assert!(
+                !dir.path().join(&name).exists(),
+                "{case}: temp file removed"
+            );
         }
     }
 
@@ -587,7 +643,7 @@ mod tests {
                 seen2.set(snapshot(&part2).0)
             }
         });
-        let written = w.finish(&h, 0, 0o640, "f");
+        let written = w.finish(&h, 0, 0o640, "f", true);
         clear_hook();
         assert_eq!(written.unwrap().mode, 0o640);
         assert_eq!(seen.get(), 0o640, "the final mode is set before the rename");
@@ -620,7 +676,7 @@ mod tests {
             let mut w = PartWriter::create(Arc::clone(&d), &name).unwrap();
             w.write(b"hellx").unwrap();
             assert!(matches!(
-                w.finish(&good, 0, 0o644, "f"),
+                w.finish(&good, 0, 0o644, "f", true),
                 Err(FinishError::HashMismatch)
             ));
             assert!(!target.exists() && !part.exists(), "nothing left");
@@ -642,7 +698,7 @@ mod tests {
                 .expect("resumable");
             w.write(b"lo").unwrap();
             let written = w
-                .finish(&good, 1_500_000_000_123_456_789, 0o755, "f")
+                .finish(&good, 1_500_000_000_123_456_789, 0o755, "f", true)
                 .unwrap();
             assert_eq!(std::fs::read(&target).unwrap(), b"hello");
             assert_eq!(written.mtime_ns, 1_500_000_000_123_456_789);
@@ -665,7 +721,7 @@ mod tests {
             let name = part_name(&rel("d"), &h);
             let mut w = PartWriter::create(wr.parent(&rel("d"), true).unwrap(), &name).unwrap();
             w.write(b"file").unwrap();
-            match w.finish(&h, 0, 0o644, "d") {
+            match w.finish(&h, 0, 0o644, "d", true) {
                 Err(FinishError::Other(e)) => {
                     assert!(e.to_string().contains("folder is in the way"), "{e}")
                 }

@@ -11,7 +11,7 @@ pub use reconcile::{
     Side,
 };
 pub use store::{IndexStore, Records};
-pub use version::{Causality, DeviceId, VersionVector};
+pub use version::{Causality, Counters, DeviceId, VersionVector};
 
 use serde::{Deserialize, Serialize};
 

@@ -67,7 +67,92 @@ pub enum Causality {
 
 /// Per-device change counters: `{device: counter}`, absent counters are 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionVector(pub BTreeMap<DeviceId, u64>);
+pub struct VersionVector(pub Counters);
+
+/// `(device, counter)` pairs sorted by device, each device once: a map kept as a short
+/// vector. One or two devices is the usual record; a B-tree map took a 192-byte node for
+/// each, the largest part of a record in memory. On the wire and in JSON it is a map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters(Vec<(DeviceId, u64)>);
+
+impl Counters {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The counter of `device`.
+    pub fn get(&self, device: &DeviceId) -> Option<&u64> {
+        self.0
+            .binary_search_by_key(device, |&(d, _)| d)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Whether `device` has a counter.
+    pub fn contains_key(&self, device: &DeviceId) -> bool {
+        self.get(device).is_some()
+    }
+
+    /// Sets the counter of `device`, returning the one it replaced.
+    pub fn insert(&mut self, device: DeviceId, counter: u64) -> Option<u64> {
+        match self.0.binary_search_by_key(&device, |&(d, _)| d) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, counter)),
+            Err(i) => {
+                self.0.insert(i, (device, counter));
+                None
+            }
+        }
+    }
+
+    /// `(device, counter)` in device order.
+    pub fn iter(&self) -> impl Iterator<Item = (&DeviceId, &u64)> {
+        self.0.iter().map(|(d, c)| (d, c))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &DeviceId> {
+        self.0.iter().map(|(d, _)| d)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &u64> {
+        self.0.iter().map(|(_, c)| c)
+    }
+}
+
+impl FromIterator<(DeviceId, u64)> for Counters {
+    /// As a map is built: a device given twice keeps its last counter.
+    fn from_iter<I: IntoIterator<Item = (DeviceId, u64)>>(pairs: I) -> Counters {
+        let mut v: Vec<(DeviceId, u64)> = pairs.into_iter().collect();
+        // Stable: equal devices stay in the given order, so the last one is kept below.
+        v.sort_by_key(|&(d, _)| d);
+        let mut out: Vec<(DeviceId, u64)> = Vec::with_capacity(v.len());
+        for (d, c) in v {
+            match out.last_mut() {
+                Some(last) if last.0 == d => last.1 = c,
+                _ => out.push((d, c)),
+            }
+        }
+        out.shrink_to_fit();
+        Counters(out)
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Counters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<DeviceId, u64>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
 
 impl VersionVector {
     /// True when no device has changed the record (a record from before versions existed).
@@ -90,9 +175,10 @@ impl VersionVector {
 
     /// The least vector containing both histories (component-wise maximum).
     pub fn merge(&mut self, other: &VersionVector) -> &mut Self {
-        for (&d, &c) in &other.0 {
-            let e = self.0.entry(d).or_insert(0);
-            *e = (*e).max(c);
+        for (&d, &c) in other.0.iter() {
+            if c > self.counter(d) {
+                self.0.insert(d, c);
+            }
         }
         self
     }
@@ -120,6 +206,26 @@ mod tests {
 
     fn vv(pairs: &[(u64, u64)]) -> VersionVector {
         VersionVector(pairs.iter().map(|&(d, c)| (DeviceId(d), c)).collect())
+    }
+
+    /// The short vector behaves as the map it replaced: sorted, a device once (the last
+    /// counter given), a JSON object on the wire.
+    #[test]
+    fn counters_are_a_map() {
+        let c: Counters = [(DeviceId(9), 1), (DeviceId(2), 5), (DeviceId(9), 3)]
+            .into_iter()
+            .collect();
+        let pairs: Vec<_> = c.iter().map(|(d, n)| (d.0, *n)).collect();
+        assert_eq!(pairs, [(2, 5), (9, 3)]);
+        let mut m = c.clone();
+        assert_eq!(m.insert(DeviceId(4), 1), None);
+        assert_eq!(m.insert(DeviceId(9), 7), Some(3));
+        let keys: Vec<u64> = m.keys().map(|d| d.0).collect();
+        assert_eq!(keys, [2, 4, 9]);
+        assert_eq!(m.get(&DeviceId(9)), Some(&7));
+        let json = serde_json::to_string(&VersionVector(c.clone())).unwrap();
+        assert_eq!(json, r#"{"0000000000000002":5,"0000000000000009":3}"#);
+        assert_eq!(serde_json::from_str::<VersionVector>(&json).unwrap().0, c);
     }
 
     #[test]

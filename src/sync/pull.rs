@@ -1312,7 +1312,15 @@ fn finish(
     local: &mut Local<'_>,
     stored: &mut Vec<FileRecord>,
 ) -> Outcome {
-    let (dir, st) = match local.at(&f.rel, true) {
+    // A new file needs no look at its target first: the rename itself refuses to replace
+    // anything that appeared there since the plan.
+    let new = matches!(f.expect, Expect::Absent);
+    let at = if new {
+        local.writes.parent(&f.rel, true).map(|d| (d, None))
+    } else {
+        local.at(&f.rel, true)
+    };
+    let (dir, st) = match at {
         Ok(x) => x,
         Err(e) => {
             w.discard();
@@ -1342,7 +1350,7 @@ fn finish(
             return failure(e, f);
         }
     }
-    match w.finish(&f.hash, f.record.mtime_ns, f.mode, f.rel.file_name()) {
+    match w.finish(&f.hash, f.record.mtime_ns, f.mode, f.rel.file_name(), !new) {
         Ok(written) => {
             let mut rec = f.record.clone();
             rec.mtime_ns = written.mtime_ns;
@@ -1353,6 +1361,7 @@ fn finish(
         }
         // Fetched again once from zero; a second mismatch is reported as a failure.
         Err(FinishError::HashMismatch) => Outcome::Retry,
+        Err(FinishError::Taken) => Outcome::Failed(CHANGED_HERE.into()),
         Err(FinishError::Other(e)) => failure(e, f),
     }
 }
