@@ -276,16 +276,41 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
         records: ctx.previous.peekable(),
         live_files: 0,
     };
-    let mut found = Vec::with_capacity(walk.entries.len());
+    let mut versioned = Versioner {
+        files: Vec::with_capacity(walk.entries.len()),
+        device: ctx.device,
+        sequence: ctx.sequence,
+        out: &mut out,
+    };
+    // Files to hash, each with the index its record takes in `files` (a placeholder until
+    // then): everything else is settled as the walk and the store are merged.
+    let mut pending: Vec<Pending> = Vec::new();
+    let gone = |versioned: &mut Versioner<'_, '_>, mut rec: FileRecord| {
+        // Ignored paths are neither listed nor deleted; below a folder that could not be
+        // listed, nothing is known to be gone.
+        if ignored(&rec.path, rec.kind == EntryKind::Dir) {
+            return;
+        }
+        if !rec.deleted && versioned.device.is_some() && !below_unlisted(&rec.path) {
+            rec.deleted = true;
+            rec.origin = None;
+            rec.size = 0;
+            rec.mtime_ns = ctx.now_ns;
+            rec.inode = 0;
+            versioned.bump(&mut rec);
+            versioned.out.changed.push(rec.clone());
+        }
+        versioned.files.push(rec);
+    };
     for w in walk.entries {
-        while let Some(gone) = previous.before(w.rel.as_str())? {
-            found.push(Item::Gone(gone));
+        while let Some(rec) = previous.before(w.rel.as_str())? {
+            gone(&mut versioned, rec);
         }
         let prev = previous.at(w.rel.as_str())?;
         let rel = w.rel;
         let (st, kind, target) = match w.found {
             Found::Unsynced(reason) => {
-                found.push(Item::Unsynced(rel, reason, prev));
+                versioned.unsynced(rel.as_str(), reason, prev);
                 continue;
             }
             Found::File(st) => (st, EntryKind::File, None),
@@ -298,11 +323,11 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                 match checked {
                     Ok(t) => (st, EntryKind::Symlink, Some(t)),
                     Err(why) => {
-                        found.push(Item::Unsynced(
-                            rel,
+                        versioned.unsynced(
+                            rel.as_str(),
                             format!("symlink not synced: {why}"),
                             prev,
-                        ));
+                        );
                         continue;
                     }
                 }
@@ -339,7 +364,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                 modified_by: None,
                 origin: None,
             };
-            found.push(Item::Known(rec, prev));
+            versioned.keep(rec, prev);
             continue;
         }
         let (size, mtime, inode) = (st.len, st.mtime_ns, st.ino);
@@ -350,132 +375,82 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                 && c.mtime_ns == mtime
                 && c.inode == inode
         });
-        found.push(match prev {
+        match prev {
             // Most files of a re-scan: exactly the record stored (no copy made).
             Some(prev) if cached && prev.mode == mode && !prev.version.is_empty() => {
-                Item::Same(prev)
+                versioned.files.push(prev);
             }
             Some(prev) if cached => {
                 let mut c = prev.clone();
                 c.set_mode(mode);
-                Item::Known(c, Some(prev))
+                versioned.keep(c, Some(prev));
             }
-            prev => Item::ToHash {
-                rel,
-                size,
-                mtime_ns: mtime,
-                dev: st.dev,
-                inode,
-                mode,
-                prev,
-            },
-        });
+            prev => {
+                pending.push(Pending {
+                    slot: versioned.files.len(),
+                    rel,
+                    size,
+                    mtime_ns: mtime,
+                    dev: st.dev,
+                    inode,
+                    mode,
+                    prev,
+                });
+                versioned.files.push(placeholder());
+            }
+        }
     }
-    while let Some(gone) = previous.before_end()? {
-        found.push(Item::Gone(gone));
+    while let Some(rec) = previous.before_end()? {
+        gone(&mut versioned, rec);
     }
-    out.known_files = previous.live_files;
-    let to_hash: Vec<(&RelPath, u64, u64)> = found
-        .iter()
-        .filter_map(|f| match f {
-            Item::ToHash {
-                rel, dev, inode, ..
-            } => Some((rel, *dev, *inode)),
-            _ => None,
-        })
-        .collect();
+    versioned.out.known_files = previous.live_files;
+    let to_hash: Vec<(&RelPath, u64, u64)> =
+        pending.iter().map(|p| (&p.rel, p.dev, p.inode)).collect();
     let hashes = hash_all(&beneath, &to_hash);
     drop(to_hash);
-    let mut hashes = hashes.into_iter();
-    let mut versioned = Versioner {
-        files: Vec::with_capacity(found.len()),
-        device: ctx.device,
-        sequence: ctx.sequence,
-        out: &mut out,
-    };
-    for f in found {
-        match f {
-            Item::Known(rec, prev) => versioned.keep(rec, prev),
-            Item::Same(rec) => versioned.files.push(rec),
-            Item::Unsynced(rel, reason, prev) => {
-                tracing::warn!(
-                    "not synced: {}: {reason}",
-                    crate::protocol::peer_text(rel.as_str())
-                );
+    let mut unfilled = false;
+    for (p, hashed) in pending.into_iter().zip(hashes) {
+        match hashed {
+            Ok((hash, after)) if after == (p.size, p.mtime_ns) => {
+                versioned.out.hashed += 1;
+                let rec = FileRecord {
+                    path: p.rel.as_str().to_owned(),
+                    size: p.size,
+                    mtime_ns: p.mtime_ns,
+                    executable: p.mode & 0o111 != 0,
+                    mode: p.mode,
+                    hash,
+                    inode: p.inode,
+                    deleted: false,
+                    version: VersionVector::default(),
+                    blocks: Vec::new(),
+                    kind: EntryKind::File,
+                    target: None,
+                    sequence: 0,
+                    modified_by: None,
+                    origin: None,
+                };
+                versioned.files[p.slot] = versioned.settle(rec, p.prev);
+            }
+            other => {
+                let reason = match other {
+                    Ok(_) => "changed while it was scanned; it syncs once it settles".into(),
+                    Err(e) => format!("cannot be read: {e}"),
+                };
                 versioned.out.skipped.push(Skipped {
-                    path: rel.as_str().to_owned(),
+                    path: p.rel.as_str().to_owned(),
                     reason,
                 });
-                // Not taken into the index, and not deleted either: what the store knew stays.
-                versioned.files.extend(prev);
-            }
-            Item::Gone(mut rec) => {
-                // Ignored paths are neither listed nor deleted; below a folder that could not
-                // be listed, nothing is known to be gone.
-                if ignored(&rec.path, rec.kind == EntryKind::Dir) {
-                    continue;
-                }
-                if !rec.deleted && versioned.device.is_some() && !below_unlisted(&rec.path) {
-                    rec.deleted = true;
-                    rec.origin = None;
-                    rec.size = 0;
-                    rec.mtime_ns = ctx.now_ns;
-                    rec.inode = 0;
-                    versioned.bump(&mut rec);
-                    versioned.out.changed.push(rec.clone());
-                }
-                versioned.files.push(rec);
-            }
-            Item::ToHash {
-                rel,
-                size,
-                mtime_ns,
-                inode,
-                mode,
-                prev,
-                ..
-            } => {
-                let path = rel.as_str().to_owned();
-                match hashes.next() {
-                    Some(Ok((hash, after))) if after == (size, mtime_ns) => {
-                        versioned.out.hashed += 1;
-                        let rec = FileRecord {
-                            path,
-                            size,
-                            mtime_ns,
-                            executable: mode & 0o111 != 0,
-                            mode,
-                            hash,
-                            inode,
-                            deleted: false,
-                            version: VersionVector::default(),
-                            blocks: Vec::new(),
-                            kind: EntryKind::File,
-                            target: None,
-                            sequence: 0,
-                            modified_by: None,
-                            origin: None,
-                        };
-                        versioned.keep(rec, prev);
-                    }
-                    other => {
-                        let reason = match other {
-                            Some(Ok(_)) => {
-                                "changed while it was scanned; it syncs once it settles".into()
-                            }
-                            Some(Err(e)) => format!("cannot be read: {e}"),
-                            None => "not hashed".into(),
-                        };
-                        versioned.out.skipped.push(Skipped {
-                            path: path.clone(),
-                            reason,
-                        });
-                        // Never taken for deleted: the last known record stands.
-                        versioned.files.extend(prev);
-                    }
+                // Never taken for deleted: the last known record stands.
+                match p.prev {
+                    Some(prev) => versioned.files[p.slot] = prev,
+                    None => unfilled = true,
                 }
             }
         }
+    }
+    if unfilled {
+        versioned.files.retain(|r| !r.path.is_empty());
     }
     let files = std::mem::take(&mut versioned.files);
     out.files = Arc::new(files);
@@ -522,26 +497,39 @@ impl Previous<'_> {
     }
 }
 
-/// A path the scan has seen, in the walk's and the store's order.
-enum Item {
-    /// A file found as the store holds it (size, mtime, inode and mode): its record stands.
-    Same(FileRecord),
-    /// Its record as found, and what the store held.
-    Known(FileRecord, Option<FileRecord>),
-    /// A file to hash before its record is known.
-    ToHash {
-        rel: RelPath,
-        size: u64,
-        mtime_ns: i64,
-        dev: u64,
-        inode: u64,
-        mode: u32,
-        prev: Option<FileRecord>,
-    },
-    /// Found but not synced (why), and what the store held (it stays).
-    Unsynced(RelPath, String, Option<FileRecord>),
-    /// In the store, not found by the walk.
-    Gone(FileRecord),
+/// A file to hash before its record is known.
+struct Pending {
+    /// Where its record goes in [`ScanResult::files`].
+    slot: usize,
+    rel: RelPath,
+    size: u64,
+    mtime_ns: i64,
+    dev: u64,
+    inode: u64,
+    mode: u32,
+    /// What the store held.
+    prev: Option<FileRecord>,
+}
+
+/// What stands in `files` for a file being hashed (an empty path: no record has one).
+fn placeholder() -> FileRecord {
+    FileRecord {
+        path: String::new(),
+        size: 0,
+        mtime_ns: 0,
+        executable: false,
+        mode: 0,
+        hash: Hash([0; 32]),
+        inode: 0,
+        deleted: false,
+        version: VersionVector::default(),
+        blocks: Vec::new(),
+        kind: crate::index::EntryKind::File,
+        target: None,
+        sequence: 0,
+        modified_by: None,
+        origin: None,
+    }
 }
 
 /// Gives local changes their versions as the scan finds them.
@@ -564,8 +552,25 @@ impl Versioner<'_, '_> {
         }
     }
 
-    /// Takes `now` (as found on disk) against `prev` (what the store held).
-    fn keep(&mut self, mut now: FileRecord, prev: Option<FileRecord>) {
+    /// Takes `now` (as found on disk) against `prev` (what the store held), in order.
+    fn keep(&mut self, now: FileRecord, prev: Option<FileRecord>) {
+        let rec = self.settle(now, prev);
+        self.files.push(rec);
+    }
+
+    /// Found, not synced (why): what the store knew of it stays, neither taken nor deleted.
+    fn unsynced(&mut self, rel: &str, reason: String, prev: Option<FileRecord>) {
+        tracing::warn!("not synced: {}: {reason}", crate::protocol::peer_text(rel));
+        self.out.skipped.push(Skipped {
+            path: rel.to_owned(),
+            reason,
+        });
+        self.files.extend(prev);
+    }
+
+    /// The record `now` (as found on disk) takes against `prev` (what the store held): the
+    /// same version, or a new one (then also in `changed`).
+    fn settle(&mut self, mut now: FileRecord, prev: Option<FileRecord>) -> FileRecord {
         match prev {
             Some(prev)
                 if !prev.deleted
@@ -586,14 +591,14 @@ impl Versioner<'_, '_> {
                 if refreshed {
                     self.out.changed.push(now.clone());
                 }
-                self.files.push(now);
+                now
             }
             prev => {
                 now.version = prev.map(|p| p.version).unwrap_or_default();
                 now.origin = None;
                 self.bump(&mut now);
                 self.out.changed.push(now.clone());
-                self.files.push(now);
+                now
             }
         }
     }
