@@ -164,7 +164,8 @@ async fn an_edit_on_both_sides_keeps_both_versions_as_a_conflict_copy() {
         copy.starts_with("notes.sync-conflict-") && copy.ends_with(".txt"),
         "{copy}"
     );
-    // The second sync carries the copy made on one side to the other.
+    // The same sync carried the copy made on one side to the other; a second changes nothing.
+    assert_same(p.s(), p.c());
     p.sync().await;
     assert_same(p.s(), p.c());
     let files = tree(p.c());

@@ -5,7 +5,9 @@
 //! changed the path without seeing the other's change (concurrent). Concurrent changes to
 //! different contents are conflicts: one version keeps the name, the other survives as a
 //! `.sync-conflict-` copy named the same way on every replica. Deletions are tombstones with
-//! their own versions, and a modification always beats a concurrent deletion.
+//! their own versions, and a modification always beats a concurrent deletion. The replica that
+//! gives up its record for the peer's makes that resolution a change of its own (a bumped
+//! version), so that equal versions always mean equal records.
 //!
 //! [`reconcile`] decides; the executor acts (fetching, archiving what is in the way, moving the
 //! loser to its copy) and then stores [`Decision::record`].
@@ -79,11 +81,12 @@ pub enum Action {
 pub struct Decision {
     /// What to do.
     pub action: Action,
-    /// What the store holds for the path once the action succeeded (None for Keep). Its version
-    /// is the remote's merged with ours where histories met (conflicts, concurrent identical
-    /// content, modify-vs-delete), so it is Newer than both. Its mode is the one the disk gets
-    /// (the remote's narrowed by our umask), so the next scan sees no change. The executor
-    /// fills inode/sequence.
+    /// What the store holds for the path once the action succeeded (None for Keep). Where
+    /// histories met (conflicts, concurrent identical content, modify-vs-delete) its version is
+    /// the remote's merged with ours, bumped for this replica unless both records were the same
+    /// in all the disk shows, so it is Newer than both and names this record only. Its mode is
+    /// the one the disk gets (the remote's narrowed by our umask), so the next scan sees no
+    /// change. The executor fills inode/sequence.
     pub record: Option<FileRecord>,
     /// Set for every true conflict (both changed, contents differ), whichever side won:
     /// reported to users.
@@ -116,12 +119,14 @@ pub enum Side {
 
 /// Decides what this replica does with the peer's `remote` record for one path, given `local`,
 /// our record after a fresh scan (None: never seen). `umask` narrows the permission bits the
-/// disk gets from the peer.
+/// disk gets from the peer. `device` is this replica: resolving concurrent records into one
+/// that differs from ours is a change made here, and gets a version bumped for it.
 pub fn reconcile(
     local: Option<&FileRecord>,
     remote: &FileRecord,
     rule: ConflictRule,
     umask: u32,
+    device: DeviceId,
 ) -> Decision {
     let Some(local) = local else {
         // A tombstone for a path we never had is still stored: a hub relays deletes to peers
@@ -135,7 +140,7 @@ pub fn reconcile(
     match local.version.compare(&remote.version) {
         Causality::Equal | Causality::Newer => Decision::keep(),
         Causality::Older => take_newer(local, remote, umask),
-        Causality::Concurrent => concurrent(local, remote, rule, umask),
+        Causality::Concurrent => concurrent(local, remote, rule, umask, device),
     }
 }
 
@@ -153,65 +158,84 @@ fn take_newer(local: &FileRecord, remote: &FileRecord, umask: u32) -> Decision {
 }
 
 /// Each side changed the path without seeing the other's change.
-fn concurrent(local: &FileRecord, remote: &FileRecord, rule: ConflictRule, umask: u32) -> Decision {
+///
+/// A version vector must name one record: two replicas holding equal versions see nothing to
+/// do, so if their records differed they would differ for ever, and a later edit of one
+/// (Newer than both) would silently replace the other. Versions made by a device's bump are
+/// unique (its counter is new, and larger than every counter it saw), but a bare join of two
+/// histories is not: another pair of histories can join to the same vector and resolve to
+/// another record (a tombstone here, the file there). So only records equal in everything the
+/// disk shows are joined as they are (both replicas then store the same record); otherwise the
+/// replica whose path changes makes the resolution its own change, the joined version bumped
+/// for `device`, and the other keeps its record until it takes that newer one.
+fn concurrent(
+    local: &FileRecord,
+    remote: &FileRecord,
+    rule: ConflictRule,
+    umask: u32,
+    device: DeviceId,
+) -> Decision {
     let mut version = local.version.clone();
     version.merge(&remote.version);
-    let merged = |r: &FileRecord| FileRecord {
-        version: version.clone(),
-        ..r.clone()
+    if precedence(local, remote) == Ordering::Equal {
+        // The same entry reached on both sides: nothing on disk to change, and the joined
+        // record is the same whichever replica makes it.
+        return Decision::store(
+            Action::Adopt,
+            FileRecord {
+                version,
+                ..local.clone()
+            },
+        );
+    }
+    let remote_wins = match (local.deleted, remote.deleted) {
+        // Modify versus delete keeps the modification, on both sides.
+        (false, true) => false,
+        (true, false) => true,
+        _ => winner(rule, local, remote) == Side::Remote,
     };
-    match (local.deleted, remote.deleted) {
-        // Deleted on both: nothing on disk to change, only the histories to join (the
-        // tombstone fields of the winner, so every replica stores the same record).
-        (true, true) => match winner(rule, local, remote) {
-            Side::Local => Decision::store(Action::Adopt, merged(local)),
-            Side::Remote => Decision::store(Action::Adopt, merged(remote)),
-        },
-        // Modify versus delete keeps the modification, on both sides: we keep ours (the peer
-        // takes it with the merged version), or take the peer's over our tombstone.
-        (false, true) => Decision::keep(),
-        (true, false) => Decision::store(
-            Action::Apply(Apply::to_hold(remote)),
-            merged(&held(remote, umask)),
-        ),
-        (false, false) if same_content(local, remote) => match winner(rule, local, remote) {
-            Side::Local => Decision::store(Action::Adopt, merged(local)),
-            Side::Remote => {
-                let record = merged(&held(remote, umask));
-                Decision::store(metadata_action(local, &record), record)
-            }
-        },
-        (false, false) => {
-            let winner = winner(rule, local, remote);
-            let loser = match winner {
-                Side::Local => remote,
-                Side::Remote => local,
-            };
-            let copy = conflict_name(&loser.path, loser.mtime_ns, loser.modified_by);
-            let conflict = Some(Conflict {
-                path: remote.path.clone(),
-                copy: copy.clone(),
-                winner,
-                local: local.clone(),
-                remote: remote.clone(),
-            });
-            match winner {
-                // The peer makes the copy when it reconciles our record.
-                Side::Local => Decision {
-                    action: Action::Keep,
-                    record: None,
-                    conflict,
-                },
-                Side::Remote => Decision {
-                    action: Action::ConflictCopy {
-                        copy,
-                        then: Apply::to_hold(remote),
-                    },
-                    record: Some(merged(&held(remote, umask))),
-                    conflict,
-                },
-            }
+    // A true conflict: both sides hold live entries with different contents.
+    let conflict = (!local.deleted && !remote.deleted && !same_content(local, remote)).then(|| {
+        let loser = if remote_wins { local } else { remote };
+        Conflict {
+            path: remote.path.clone(),
+            copy: conflict_name(&loser.path, loser.mtime_ns, loser.modified_by),
+            winner: if remote_wins {
+                Side::Remote
+            } else {
+                Side::Local
+            },
+            local: local.clone(),
+            remote: remote.clone(),
         }
+    });
+    if !remote_wins {
+        // The peer resolves it when it reconciles our record (making the copy if there is
+        // one), and we take its resolution then.
+        return Decision {
+            action: Action::Keep,
+            record: None,
+            conflict,
+        };
+    }
+    version.bump(device);
+    let record = FileRecord {
+        version,
+        ..held(remote, umask)
+    };
+    let action = match (&conflict, local.deleted, remote.deleted) {
+        (Some(c), _, _) => Action::ConflictCopy {
+            copy: c.copy.clone(),
+            then: Apply::to_hold(remote),
+        },
+        (None, true, true) => Action::Adopt,
+        (None, false, false) => metadata_action(local, &record),
+        (None, _, _) => Action::Apply(Apply::to_hold(remote)),
+    };
+    Decision {
+        action,
+        record: Some(record),
+        conflict,
     }
 }
 
@@ -220,8 +244,8 @@ fn winner(rule: ConflictRule, local: &FileRecord, remote: &FileRecord) -> Side {
     match rule {
         ConflictRule::PeerWins => Side::Remote,
         // Strictly greater, so that two records that differ in anything the disk shows are
-        // ordered the same way on both replicas; records equal in all of it tie, and then it
-        // does not matter which one is stored.
+        // ordered the same way on both replicas; records equal in all of it tie (`concurrent`
+        // joins those before asking).
         ConflictRule::Deterministic => match precedence(remote, local) {
             Ordering::Greater => Side::Remote,
             Ordering::Less | Ordering::Equal => Side::Local,
@@ -482,9 +506,13 @@ mod tests {
     #[derive(Debug, Clone, Copy)]
     enum Want {
         Nothing,
+        /// The peer's record as it is.
         Remote,
-        RemoteMerged,
-        LocalMerged,
+        /// The peer's record with both histories joined and bumped for us (A): a resolution
+        /// is our change.
+        Resolved,
+        /// Ours with both histories joined (the records were the same in all the disk shows).
+        Joined,
     }
 
     /// (case, local record, remote record, rule, action, stored record, conflict winner)
@@ -512,11 +540,12 @@ mod tests {
             ("peer's tombstone of a path we never had is kept to relay", None, gone(5, THEIRS), DET, Do::Adopt, Want::Remote, None),
             ("we deleted, the peer recreated after seeing it", Some(gone(5, BASE)), file(2, 6, THEIRS), DET, Do::Apply(Fetch), Want::Remote, None),
             ("we deleted after the peer's version", Some(gone(6, OURS)), file(1, 5, BASE), DET, Do::Keep, Want::Nothing, None),
-            ("we deleted while the peer edited: the edit wins", Some(gone(9, OURS)), file(2, 5, THEIRS), DET, Do::Apply(Fetch), Want::RemoteMerged, None),
-            ("we deleted while the peer made a dir there", Some(gone(9, OURS)), dir(5, THEIRS), DET, Do::Apply(MakeDir), Want::RemoteMerged, None),
-            ("both deleted, the peer's tombstone is later", Some(gone(5, OURS)), gone(6, THEIRS), DET, Do::Adopt, Want::RemoteMerged, None),
-            ("both deleted, ours is later", Some(gone(6, OURS)), gone(5, THEIRS), DET, Do::Adopt, Want::LocalMerged, None),
-            ("both deleted, PeerWins takes the peer's tombstone", Some(gone(6, OURS)), gone(5, THEIRS), PEER, Do::Adopt, Want::RemoteMerged, None),
+            ("we deleted while the peer edited: the edit wins", Some(gone(9, OURS)), file(2, 5, THEIRS), DET, Do::Apply(Fetch), Want::Resolved, None),
+            ("we deleted while the peer made a dir there", Some(gone(9, OURS)), dir(5, THEIRS), DET, Do::Apply(MakeDir), Want::Resolved, None),
+            ("both deleted, the peer's tombstone is later", Some(gone(5, OURS)), gone(6, THEIRS), DET, Do::Adopt, Want::Resolved, None),
+            ("both deleted, ours is later: the peer takes ours", Some(gone(6, OURS)), gone(5, THEIRS), DET, Do::Keep, Want::Nothing, None),
+            ("identical tombstones: both store the joined history", Some(gone(6, OURS).by(B)), gone(6, THEIRS).by(B), DET, Do::Adopt, Want::Joined, None),
+            ("both deleted, PeerWins takes the peer's tombstone", Some(gone(6, OURS)), gone(5, THEIRS), PEER, Do::Adopt, Want::Resolved, None),
             ("the peer deleted after our delete", Some(gone(5, BASE)), gone(6, THEIRS), DET, Do::Adopt, Want::Remote, None),
             ("our tombstone is newer than the peer's", Some(gone(6, OURS)), gone(5, BASE), DET, Do::Keep, Want::Nothing, None),
             // --- rule 2: equal or newer on our side
@@ -547,28 +576,30 @@ mod tests {
             // --- rule 2: concurrent, one side deleted (live wins, no conflict)
             ("we edited, the peer deleted: our edit stays", Some(file(2, 6, OURS)), gone(9, THEIRS), DET, Do::Keep, Want::Nothing, None),
             ("we edited, the peer deleted, under PeerWins too", Some(file(2, 6, OURS)), gone(9, THEIRS), PEER, Do::Keep, Want::Nothing, None),
-            ("we deleted a dir, the peer changed its mode", Some(gone(9, OURS)), dir(5, THEIRS).mode(0o700), PEER, Do::Apply(MakeDir), Want::RemoteMerged, None),
+            ("we deleted a dir, the peer changed its mode", Some(gone(9, OURS)), dir(5, THEIRS).mode(0o700), PEER, Do::Apply(MakeDir), Want::Resolved, None),
             // --- rule 2: concurrent, same content
-            ("both wrote the same bytes at the same mtime", Some(file(2, 6, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::Adopt, Want::RemoteMerged, None),
-            ("same bytes, the peer's mtime is newer", Some(file(2, 6, OURS).by(A)), file(2, 7, THEIRS).by(B), DET, Do::Touch, Want::RemoteMerged, None),
-            ("same bytes, our mtime is newer", Some(file(2, 7, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::Adopt, Want::LocalMerged, None),
-            ("same bytes, PeerWins takes the peer's older mtime", Some(file(2, 7, OURS).by(A)), file(2, 6, THEIRS).by(B), PEER, Do::Touch, Want::RemoteMerged, None),
-            ("same bytes and mtime, the peer's mode wins by device", Some(file(2, 6, OURS).by(A)), file(2, 6, THEIRS).by(B).mode(0o755), DET, Do::Touch, Want::RemoteMerged, None),
-            ("both made the dir", Some(dir(5, OURS).by(A)), dir(6, THEIRS).by(B), DET, Do::Adopt, Want::RemoteMerged, None),
-            ("both made the same symlink", Some(link("t", 5, OURS)), link("t", 6, THEIRS), DET, Do::Adopt, Want::RemoteMerged, None),
+            ("both wrote the same bytes at the same mtime", Some(file(2, 6, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::Adopt, Want::Resolved, None),
+            ("same bytes, the peer's mtime is newer", Some(file(2, 6, OURS).by(A)), file(2, 7, THEIRS).by(B), DET, Do::Touch, Want::Resolved, None),
+            ("same bytes, our mtime is newer: the peer takes ours", Some(file(2, 7, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::Keep, Want::Nothing, None),
+            ("identical on both sides: both store the joined history", Some(file(2, 6, OURS).by(B)), file(2, 6, THEIRS).by(B), DET, Do::Adopt, Want::Joined, None),
+            ("identical on both sides, under PeerWins too", Some(file(2, 6, OURS).by(B)), file(2, 6, THEIRS).by(B), PEER, Do::Adopt, Want::Joined, None),
+            ("same bytes, PeerWins takes the peer's older mtime", Some(file(2, 7, OURS).by(A)), file(2, 6, THEIRS).by(B), PEER, Do::Touch, Want::Resolved, None),
+            ("same bytes and mtime, the peer's mode wins by device", Some(file(2, 6, OURS).by(A)), file(2, 6, THEIRS).by(B).mode(0o755), DET, Do::Touch, Want::Resolved, None),
+            ("both made the dir", Some(dir(5, OURS).by(A)), dir(6, THEIRS).by(B), DET, Do::Adopt, Want::Resolved, None),
+            ("both made the same symlink", Some(link("t", 5, OURS)), link("t", 6, THEIRS), DET, Do::Adopt, Want::Resolved, None),
             // --- rule 2: concurrent, true conflicts
-            ("both edited, the peer's mtime is newer", Some(file(2, 6, OURS).by(A)), file(3, 7, THEIRS).by(B), DET, Do::CopyThen(Fetch), Want::RemoteMerged, Some(Side::Remote)),
+            ("both edited, the peer's mtime is newer", Some(file(2, 6, OURS).by(A)), file(3, 7, THEIRS).by(B), DET, Do::CopyThen(Fetch), Want::Resolved, Some(Side::Remote)),
             ("both edited, ours is newer", Some(file(2, 7, OURS).by(A)), file(3, 6, THEIRS).by(B), DET, Do::Keep, Want::Nothing, Some(Side::Local)),
-            ("same mtime: the larger device wins (the peer's)", Some(file(3, 6, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::CopyThen(Fetch), Want::RemoteMerged, Some(Side::Remote)),
+            ("same mtime: the larger device wins (the peer's)", Some(file(3, 6, OURS).by(A)), file(2, 6, THEIRS).by(B), DET, Do::CopyThen(Fetch), Want::Resolved, Some(Side::Remote)),
             ("same mtime: the larger device wins (ours)", Some(file(2, 6, OURS).by(B)), file(3, 6, THEIRS).by(A), DET, Do::Keep, Want::Nothing, Some(Side::Local)),
             ("same mtime and device: the larger hash wins (ours)", Some(file(3, 6, OURS).by(A)), file(2, 6, THEIRS).by(A), DET, Do::Keep, Want::Nothing, Some(Side::Local)),
-            ("same mtime, no devices: the larger hash wins (the peer's)", Some(file(2, 6, OURS)), file(3, 6, THEIRS), DET, Do::CopyThen(Fetch), Want::RemoteMerged, Some(Side::Remote)),
-            ("PeerWins: the peer's older edit still takes the name", Some(file(2, 7, OURS).by(A)), file(3, 6, THEIRS).by(B), PEER, Do::CopyThen(Fetch), Want::RemoteMerged, Some(Side::Remote)),
-            ("our file against the peer's older dir: the dir wins", Some(file(2, 9, OURS)), dir(5, THEIRS), DET, Do::CopyThen(MakeDir), Want::RemoteMerged, Some(Side::Remote)),
+            ("same mtime, no devices: the larger hash wins (the peer's)", Some(file(2, 6, OURS)), file(3, 6, THEIRS), DET, Do::CopyThen(Fetch), Want::Resolved, Some(Side::Remote)),
+            ("PeerWins: the peer's older edit still takes the name", Some(file(2, 7, OURS).by(A)), file(3, 6, THEIRS).by(B), PEER, Do::CopyThen(Fetch), Want::Resolved, Some(Side::Remote)),
+            ("our file against the peer's older dir: the dir wins", Some(file(2, 9, OURS)), dir(5, THEIRS), DET, Do::CopyThen(MakeDir), Want::Resolved, Some(Side::Remote)),
             ("our dir against the peer's newer file: the dir stays", Some(dir(5, OURS)), file(2, 9, THEIRS), DET, Do::Keep, Want::Nothing, Some(Side::Local)),
-            ("our dir against the peer's file under PeerWins: our dir is the copy", Some(dir(5, OURS)), file(2, 9, THEIRS), PEER, Do::CopyThen(Fetch), Want::RemoteMerged, Some(Side::Remote)),
-            ("our file against the peer's newer symlink", Some(file(2, 5, OURS)), link("t", 6, THEIRS), DET, Do::CopyThen(MakeLink), Want::RemoteMerged, Some(Side::Remote)),
-            ("symlink retargeted on both", Some(link("u", 5, OURS)), link("t", 6, THEIRS), DET, Do::CopyThen(MakeLink), Want::RemoteMerged, Some(Side::Remote)),
+            ("our dir against the peer's file under PeerWins: our dir is the copy", Some(dir(5, OURS)), file(2, 9, THEIRS), PEER, Do::CopyThen(Fetch), Want::Resolved, Some(Side::Remote)),
+            ("our file against the peer's newer symlink", Some(file(2, 5, OURS)), link("t", 6, THEIRS), DET, Do::CopyThen(MakeLink), Want::Resolved, Some(Side::Remote)),
+            ("symlink retargeted on both", Some(link("u", 5, OURS)), link("t", 6, THEIRS), DET, Do::CopyThen(MakeLink), Want::Resolved, Some(Side::Remote)),
             // --- rule 3: records from before versions (empty vectors)
             ("both from before versions: equal", Some(file(1, 5, NONE)), file(2, 6, NONE), DET, Do::Keep, Want::Nothing, None),
             ("ours from before versions, the peer's versioned", Some(file(1, 5, NONE)), file(2, 6, THEIRS), DET, Do::Apply(Fetch), Want::Remote, None),
@@ -577,13 +608,16 @@ mod tests {
             ("our tombstone from before versions", Some(gone(5, NONE)), file(1, 6, THEIRS), DET, Do::Apply(Fetch), Want::Remote, None),
         ];
         for (case, local, remote, rule, want_action, want_record, want_conflict) in cases {
-            let got = reconcile(local.as_ref(), &remote, rule, UMASK);
-            let merged = |r: &FileRecord| {
+            let got = reconcile(local.as_ref(), &remote, rule, UMASK, A);
+            let merged = |r: &FileRecord, bump: bool| {
                 let mut version = local
                     .as_ref()
                     .map(|l| l.version.clone())
                     .unwrap_or_default();
                 version.merge(&remote.version);
+                if bump {
+                    version.bump(A);
+                }
                 FileRecord {
                     version,
                     ..r.clone()
@@ -607,8 +641,8 @@ mod tests {
             let record = match want_record {
                 Want::Nothing => None,
                 Want::Remote => Some(remote.clone()),
-                Want::RemoteMerged => Some(merged(&remote)),
-                Want::LocalMerged => Some(merged(local.as_ref().expect("local"))),
+                Want::Resolved => Some(merged(&remote, true)),
+                Want::Joined => Some(merged(local.as_ref().expect("local"), false)),
             };
             let conflict = want_conflict.map(|winner| Conflict {
                 path: remote.path.clone(),
@@ -648,6 +682,38 @@ mod tests {
         }
     }
 
+    /// Found by the three-replica model: two replicas resolved different pairs of concurrent
+    /// records whose histories join to the same vector ({0:2, 1:1, 2:1}). Replica 0 took a file
+    /// over its own deletion (the modification wins), replica 2 the later of two deletions. As
+    /// bare joins both stored that one version for different records: equal versions, so
+    /// neither ever took the other's, and a later edit of either would have replaced the other
+    /// unseen. A resolution that changes what a replica holds is a change of its own.
+    #[test]
+    fn different_resolutions_never_share_a_version() {
+        let [d0, d1, d2] = DEVICES;
+        let deleted_on_0 = gone(11, &[(d0, 2)]).by(d0);
+        let revived_on_1 = file(3, 3, &[(d0, 1), (d1, 1), (d2, 1)]).by(d0);
+        let deleted_on_2 = gone(8, &[(d1, 1), (d2, 1)]).by(d1);
+        let on_0 = reconcile(Some(&deleted_on_0), &revived_on_1, DET, UMASK, d0);
+        let on_2 = reconcile(Some(&deleted_on_2), &deleted_on_0, DET, UMASK, d2);
+        assert_eq!(
+            on_0.action,
+            Action::Apply(Fetch),
+            "the file beats the deletion"
+        );
+        assert_eq!(on_2.action, Action::Adopt, "the later deletion");
+        let (r0, r2) = (on_0.record.expect("stored"), on_2.record.expect("stored"));
+        assert_ne!(shown(&r0), shown(&r2));
+        assert_ne!(r0.version, r2.version, "one version for two records");
+        // Replicas holding them settle on one (the file), whichever side looks.
+        for (here, there, device) in [(&r0, &r2, d0), (&r2, &r0, d2)] {
+            let d = reconcile(Some(here), there, DET, UMASK, device);
+            let held = d.record.clone().unwrap_or_else(|| here.clone());
+            assert!(!held.deleted, "{d:?}");
+            assert_eq!(held.hash, r0.hash, "{d:?}");
+        }
+    }
+
     #[test]
     fn umask_narrows_the_modes_the_disk_gets() {
         // (case, kind, local mode or none, remote mode, remote executable, umask, action, stored mode)
@@ -670,7 +736,7 @@ mod tests {
                 executable,
                 ..record(kind, 5, THEIRS)
             };
-            let got = reconcile(local.as_ref(), &remote, DET, umask);
+            let got = reconcile(local.as_ref(), &remote, DET, umask, A);
             let want = match want {
                 Do::Adopt => Action::Adopt,
                 Do::Touch => Action::Touch,
@@ -869,8 +935,10 @@ mod tests {
         }
 
         /// Each replica reconciling the other's concurrent record picks the same content and
-        /// metadata, reports the same conflict with opposite winners, stores the merged version,
-        /// and one more exchange leaves both holding the identical record.
+        /// metadata and reports the same conflict with opposite winners. Records the same in
+        /// all the disk shows are joined on both sides; otherwise exactly one side gives up its
+        /// record and stores the winner as a change of its own (the joined version bumped for
+        /// it). One more exchange leaves both holding the identical record.
         #[test]
         fn replicas_agree_on_concurrent_changes(
             a in small_record(),
@@ -883,8 +951,10 @@ mod tests {
             let mut merged = a.version.clone();
             merged.merge(&b.version);
 
-            let on_a = reconcile(Some(&a), &b, DET, 0);
-            let on_b = reconcile(Some(&b), &a, DET, 0);
+            // Replica a is device 0, b device 1 (see `concurrent_versions`).
+            let (dev_a, dev_b) = (DEVICES[0], DEVICES[1]);
+            let on_a = reconcile(Some(&a), &b, DET, 0, dev_a);
+            let on_b = reconcile(Some(&b), &a, DET, 0, dev_b);
             match (&on_a.conflict, &on_b.conflict) {
                 (None, None) => {}
                 (Some(x), Some(y)) => {
@@ -893,24 +963,31 @@ mod tests {
                 }
                 _ => prop_assert!(false, "one side saw a conflict: {:?} / {:?}", on_a, on_b),
             }
-            // Both keeping would leave the replicas concurrent for ever.
-            prop_assert!(on_a.record.is_some() || on_b.record.is_some());
-            for stored in on_a.record.iter().chain(&on_b.record) {
-                prop_assert_eq!(&stored.version, &merged);
+            let bumped = |device| merged.clone().bump(device).clone();
+            match (&on_a.record, &on_b.record) {
+                (Some(x), Some(y)) => {
+                    prop_assert_eq!(shown(&a), shown(&b), "both changed: {:?} / {:?}", on_a, on_b);
+                    prop_assert_eq!(&x.version, &merged);
+                    prop_assert_eq!(&y.version, &merged);
+                }
+                (Some(x), None) => prop_assert_eq!(&x.version, &bumped(dev_a)),
+                (None, Some(y)) => prop_assert_eq!(&y.version, &bumped(dev_b)),
+                // Both keeping would leave the replicas concurrent for ever.
+                (None, None) => prop_assert!(false, "both kept: {:?} / {:?}", a, b),
             }
             let held_a = on_a.record.clone().unwrap_or_else(|| a.clone());
             let held_b = on_b.record.clone().unwrap_or_else(|| b.clone());
             prop_assert_eq!(shown(&held_a), shown(&held_b));
 
             // The side that kept its record takes the other's merged one without a conflict.
-            let settle = |held: FileRecord, other: &FileRecord| -> Result<FileRecord, TestCaseError> {
-                let d = reconcile(Some(&held), other, DET, 0);
+            let settle = |held: FileRecord, other: &FileRecord, device| -> Result<FileRecord, TestCaseError> {
+                let d = reconcile(Some(&held), other, DET, 0, device);
                 prop_assert!(matches!(d.action, Action::Adopt | Action::Touch | Action::Keep), "{:?}", d);
                 prop_assert!(d.conflict.is_none());
                 Ok(d.record.unwrap_or(held))
             };
-            let final_a = settle(held_a, &held_b)?;
-            let final_b = settle(held_b, &final_a)?;
+            let final_a = settle(held_a, &held_b, dev_a)?;
+            let final_b = settle(held_b, &final_a, dev_b)?;
             prop_assert_eq!(&final_a, &final_b);
         }
     }
@@ -1065,6 +1142,22 @@ mod tests {
             }
         }
 
+        /// Replicas holding equal versions of a path hold the same record: otherwise neither
+        /// would ever take the other's, and an edit of one (newer than both) would replace the
+        /// other unseen.
+        fn versions_name_one_record(&self) -> Result<(), TestCaseError> {
+            for (i, here) in self.replicas.iter().enumerate() {
+                for there in &self.replicas[i + 1..] {
+                    for (path, r) in here {
+                        if let Some(t) = there.get(path).filter(|t| t.version == r.version) {
+                            prop_assert_eq!(shown(r), shown(t), "one version, two records");
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
         /// `to` reconciles each of `from`'s records; "apply" copies the record, and a conflict
         /// copy becomes a new local record (what the next scan of the loser's side finds).
         /// Returns whether `to` changed.
@@ -1073,7 +1166,7 @@ mod tests {
             let before = self.replicas[to].clone();
             for remote in &theirs {
                 let local = self.replicas[to].get(&remote.path).cloned();
-                let d = reconcile(local.as_ref(), remote, DET, UMASK);
+                let d = reconcile(local.as_ref(), remote, DET, UMASK, DEVICES[to]);
                 // A copy the store already knows is not made again (see `Action::ConflictCopy`):
                 // the loser goes to the archive, which the model does not keep.
                 let copy = match &d.action {
@@ -1109,6 +1202,7 @@ mod tests {
             let mut model = Model::default();
             for s in &steps {
                 model.run(s);
+                model.versions_name_one_record()?;
             }
             let mut quiet = false;
             for _ in 0..MAX_FINAL_ROUNDS {
@@ -1120,6 +1214,7 @@ mod tests {
                         }
                     }
                 }
+                model.versions_name_one_record()?;
                 if !changed {
                     quiet = true;
                     break;

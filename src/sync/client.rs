@@ -13,7 +13,7 @@ use super::folder::Folder;
 use super::link::{Link, Served};
 use super::pull::PullHooks;
 use super::server::lock;
-use super::session::client_round;
+use super::session::{client_round, RoundOutcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::Skipped;
 use crate::net::{client_handshake, Connection};
@@ -50,6 +50,29 @@ pub struct SyncStats {
     pub files_skipped: u64,
     pub syncs_completed: u64,
     pub last_error: Option<String>,
+}
+
+/// One sync's outcome from a round and the follow-up round that carried its conflicts across:
+/// what either round moved, the conflicts of both, and the state the follow-up's scan found
+/// (what is not synced, what is unchanged).
+fn followed_by(first: RoundOutcome, next: RoundOutcome) -> RoundOutcome {
+    let mut conflicts = first.conflicts;
+    conflicts.extend(next.conflicts);
+    let mut failures = first.failures;
+    failures.extend(next.failures);
+    RoundOutcome {
+        files_received: first.files_received + next.files_received,
+        bytes_received: first.bytes_received + next.bytes_received,
+        files_total: first.files_total + next.files_total,
+        bytes_total: first.bytes_total + next.bytes_total,
+        deleted: first.deleted + next.deleted,
+        copied_locally: first.copied_locally + next.copied_locally,
+        local_changes: first.local_changes + next.local_changes,
+        changes: first.changes + next.changes,
+        conflicts,
+        failures,
+        ..next
+    }
 }
 
 /// One side of a conflict, as users see it.
@@ -295,14 +318,20 @@ impl Client {
                     cancel,
                     pending: &self.pending,
                 };
-                client_round(
-                    link,
-                    &folder,
-                    self.config.mode,
-                    &self.config.round(),
-                    &hooks,
-                )
-                .await
+                let (mode, cfg) = (self.config.mode, self.config.round());
+                match client_round(link, &folder, mode, &cfg, &hooks).await {
+                    // A conflict is resolved after the indexes crossed: the side that lost
+                    // made the copy (and stored the winner as its own change), which the
+                    // other side has not seen yet. One more round carries it across, so that
+                    // one sync leaves both holding both versions and clients syncing through
+                    // this server converge once each has synced (twice at most).
+                    Ok(out) if !out.conflicts.is_empty() && out.failures.is_empty() => {
+                        client_round(link, &folder, mode, &cfg, &hooks)
+                            .await
+                            .map(|next| followed_by(out, next))
+                    }
+                    other => other,
+                }
             }
             Err(e) => Err(e),
         }

@@ -272,7 +272,8 @@ async fn round(
         };
         let ignore = folder.ignore_rules()?;
         let remote = check_peer_names(remote, local, &held_back, &mut out);
-        let mut plan = plan_round(local, remote, rule, &ignore, peer.device, &mut out);
+        let us = folder.device();
+        let mut plan = plan_round(local, remote, rule, &ignore, (us, peer.device), &mut out);
         if plan.writes_files() {
             // Content already here, by hash: a renamed or copied file is copied, not fetched.
             for r in local
@@ -492,13 +493,13 @@ fn check_peer_names(
     kept
 }
 
-/// Decides every path of the peer's index against ours.
+/// Decides every path of the peer's index against ours (`us` and `peer`: the two devices).
 fn plan_round(
     local: &Indexed,
     remote: Vec<FileRecord>,
     rule: ConflictRule,
     ignore: &crate::fs::IgnoreRules,
-    peer: crate::index::DeviceId,
+    (us, peer): (DeviceId, DeviceId),
     out: &mut RoundOutcome,
 ) -> LocalPlan {
     let mask = umask();
@@ -513,7 +514,7 @@ fn plan_round(
             continue;
         }
         let here = local.get(&r.path);
-        let d = reconcile(here, &r, rule, mask);
+        let d = reconcile(here, &r, rule, mask, us);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
         }
