@@ -101,6 +101,9 @@ async fn what_a_client_pushed_reaches_the_next_client() {
     sync(b.path(), server.port).await; // the server's first walk, cached
     write(a.path(), "same.txt", b"same bytes");
     set_mtime(&a.path().join("same.txt"), older);
+    // A takes the server's record (merged, and bumped by A as the side that gave way); its
+    // second sync gives that newer record back to the server.
+    sync(a.path(), server.port).await;
     sync(a.path(), server.port).await;
     sync(b.path(), server.port).await;
     // B holds the record the server stored after A's sync: both histories.

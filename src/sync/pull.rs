@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,10 @@ const WRITE_QUEUE: usize = 4;
 /// goes in one hand-over: one thread wake-up per batch, not per small file).
 const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Most finished files whose records wait for one commit (a commit syncs the store).
+const COMMIT_RECORDS: usize = 4096;
+/// Longest a finished file's record waits for its commit.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A path's current state on disk, as the plan saw it: the finish step replaces nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1066,6 +1070,16 @@ async fn transfer(
     .await;
     drop(cmd_tx);
     let _ = writer.await;
+    // The writer's last commit comes after every file was reported done: a failure of it
+    // fails the sync.
+    let mut result = result;
+    while let Ok(batch) = done_rx.try_recv() {
+        for d in batch {
+            if let (Outcome::Abort(e), true) = (d.outcome, result.is_ok()) {
+                result = Err(e);
+            }
+        }
+    }
     if let Some(t) = ticker {
         t.abort();
     }
@@ -1155,10 +1169,18 @@ fn write_files(
             return;
         }
     };
+    // Finished files' records, stored together: one commit per COMMIT_RECORDS files or
+    // COMMIT_INTERVAL, not per batch. The folder stays held from the first rename to that
+    // commit, so no scan sees a file here before its record.
+    let mut stored = Vec::new();
+    let mut held = None;
+    let mut since = Instant::now();
+    let commit = |held: &mut Option<Held<'_>>, stored: &mut Vec<FileRecord>| match held.take() {
+        Some(mut h) => h.commit(std::mem::take(stored), false).map(drop),
+        None => Ok(()),
+    };
     while let Some(batch) = cmds.blocking_recv() {
         let mut finished = Vec::new();
-        let mut stored = Vec::new();
-        let mut held = None;
         for cmd in batch {
             write_one(
                 cmd,
@@ -1180,21 +1202,30 @@ fn write_files(
                 break;
             }
         }
-        if let Some(mut held) = held {
-            if let Err(e) = held.commit(stored, false) {
+        let mut abort = finished
+            .iter()
+            .any(|d| matches!(d.outcome, Outcome::Abort(_)));
+        if abort || stored.len() >= COMMIT_RECORDS || since.elapsed() >= COMMIT_INTERVAL {
+            if let Err(e) = commit(&mut held, &mut stored) {
+                abort = true;
                 finished.push(FileDone {
                     id: 0,
                     outcome: Outcome::Abort(e),
                 });
             }
+            since = Instant::now();
         }
-        let abort = finished
-            .iter()
-            .any(|d| matches!(d.outcome, Outcome::Abort(_)));
         if (!finished.is_empty() && done.send(finished).is_err()) || abort {
             // Files still open keep their temp files, so the next sync resumes them.
+            let _ = commit(&mut held, &mut stored);
             return;
         }
+    }
+    if let Err(e) = commit(&mut held, &mut stored) {
+        let _ = done.send(vec![FileDone {
+            id: 0,
+            outcome: Outcome::Abort(e),
+        }]);
     }
     // Interrupted: leave temp files in place so the next sync resumes them.
 }
