@@ -79,6 +79,10 @@ fn jittered(base: Duration, r: u64) -> Duration {
     base.mul_f64(0.9 + 0.2 * (r as f64 / u64::MAX as f64))
 }
 
+/// Longest an open waits for a model of the same folder that is being dropped.
+const DROP_WAIT: Duration = Duration::from_secs(2);
+const DROP_POLL: Duration = Duration::from_millis(5);
+
 /// How often old versions are pruned (at the start of a round, when due).
 const PRUNE_INTERVAL_S: u64 = 3600;
 
@@ -125,16 +129,31 @@ impl Folder {
         }
         crate::fs::check_folder(root)?;
         let root = root.canonicalize().context(|| root.display().to_string())?;
-        let mut open = FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
-        open.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(f) = open
-            .iter()
-            .find(|(r, _)| *r == root)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            return Ok(f);
-        }
-        let store = IndexStore::open(&root)?;
+        // A model of this folder that is being dropped (its last user just let go, maybe on
+        // another thread) still holds the store for a moment: wait for it, briefly, rather
+        // than report the folder busy.
+        let mut being_dropped = false;
+        let mut waited = Duration::ZERO;
+        let (mut open, store) = loop {
+            let mut open = FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = open
+                .iter()
+                .find(|(r, _)| *r == root)
+                .and_then(|(_, w)| w.upgrade())
+            {
+                return Ok(f);
+            }
+            being_dropped |= open.iter().any(|(r, _)| *r == root);
+            open.retain(|(_, w)| w.strong_count() > 0);
+            match IndexStore::open(&root) {
+                Err(Error::FolderBusy { .. }) if being_dropped && waited < DROP_WAIT => {
+                    drop(open);
+                    std::thread::sleep(DROP_POLL);
+                    waited += DROP_POLL;
+                }
+                store => break (open, store?),
+            }
+        };
         let device = store.device_id()?;
         let sequence = store.sequence()?;
         let folder = Arc::new(Folder {
@@ -662,6 +681,26 @@ impl Folder {
 
 #[cfg(test)]
 mod tests {
+    /// The last user of a folder's model lets go on one thread while another opens it: the
+    /// opener gets a model (the same or a new one), never "another process has the store".
+    #[test]
+    fn opening_while_the_last_user_drops_it_never_reports_the_folder_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..100 {
+            let f = Folder::open(dir.path(), false).unwrap();
+            let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let g = std::sync::Arc::clone(&go);
+            let dropper = std::thread::spawn(move || {
+                g.wait();
+                drop(f);
+            });
+            go.wait();
+            let opened = Folder::open(dir.path(), false);
+            dropper.join().unwrap();
+            assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+        }
+    }
+
     use super::*;
 
     #[test]
