@@ -194,8 +194,11 @@ impl IndexStore {
         Ok(self.meta("ignore")?.unwrap_or(0))
     }
 
-    /// Records that `peer`'s index is applied up to `sequence`.
+    /// Records that `peer`'s index is applied up to `sequence` (no commit if it already was).
     pub fn set_peer_sequence(&self, peer: super::DeviceId, sequence: u64) -> Result<()> {
+        if self.meta(&format!("peer:{peer}"))? == Some(sequence) {
+            return Ok(());
+        }
         let txn = self.db.begin_write().map_err(store_err)?;
         txn.open_table(META)
             .map_err(store_err)?
