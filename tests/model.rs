@@ -343,12 +343,7 @@ async fn an_edit_inside_a_folder_deleted_on_the_server_keeps_the_folder() {
     common::write(s.path(), "d/c.txt", b"v1");
     common::write(s.path(), "keep", b"k");
     let server = Running::start(s.path()).await;
-    let client = Client::new(ClientConfig::new(
-        SECRET,
-        a.path(),
-        "127.0.0.1",
-        server.port,
-    ));
+    let client = common::client_of(a.path(), server.port);
     client.sync(None).await.unwrap();
     std::fs::remove_dir_all(s.path().join("d")).unwrap();
     std::fs::write(a.path().join("d/c.txt"), b"v2, edited").unwrap();
@@ -379,12 +374,7 @@ async fn one_sync_leaves_both_sides_of_a_conflict_holding_both_versions() {
         let (s, a) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         common::write(s.path(), "notes.txt", b"base");
         let server = Running::start(s.path()).await;
-        let client = Client::new(ClientConfig::new(
-            SECRET,
-            a.path(),
-            "127.0.0.1",
-            server.port,
-        ));
+        let client = common::client_of(a.path(), server.port);
         client.sync(None).await.unwrap();
         let mut model = Model::new();
         let (first, second) = if server_newer {

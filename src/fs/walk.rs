@@ -30,6 +30,8 @@ pub(crate) struct Walked {
 /// Everything the walk found.
 #[derive(Default)]
 pub(crate) struct Walk {
+    /// What each folder listed (its path, its entries), before they are put in order.
+    listings: Vec<(String, Vec<Walked>)>,
     /// Entries in path order (bytewise, as the store orders them).
     pub entries: Vec<Walked>,
     /// Temp files of interrupted transfers.
@@ -79,7 +81,10 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
                 wake.notify_all();
                 return mine;
             };
+            let before = mine.entries.len();
             let subfolders = list(root, &folder, ignored, &mut mine);
+            let listed = mine.entries.split_off(before);
+            mine.listings.push((folder, listed));
             let mut q = lock();
             q.folders.extend(subfolders);
             q.busy -= 1;
@@ -98,17 +103,84 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
             }
         }
         for w in parts {
-            all.entries.extend(w.entries);
+            all.listings.extend(w.listings);
             all.parts.extend(w.parts);
             all.skipped.extend(w.skipped);
             all.unlisted.extend(w.unlisted);
         }
     });
-    all.entries
-        .sort_unstable_by(|a, b| a.rel.as_str().cmp(b.rel.as_str()));
+    all.entries = in_path_order(std::mem::take(&mut all.listings));
     all.unlisted.sort_unstable();
     all.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     all
+}
+
+/// The folders' listings as one list in bytewise path order, without comparing full paths:
+/// each folder's entries are sorted by name, and a subfolder's contents go where its name
+/// followed by `/` sorts among its siblings (`a` < `a.txt` < `a/x` < `a0`).
+fn in_path_order(listings: Vec<(String, Vec<Walked>)>) -> Vec<Walked> {
+    /// A folder being emitted: its entries, the paths of those that are folders (whose
+    /// contents are emitted in turn), and the order of its items (`(entry, its contents?)`).
+    struct Frame {
+        entries: Vec<Option<Walked>>,
+        folders: Vec<Option<String>>,
+        items: Vec<(usize, bool)>,
+        next: usize,
+    }
+    fn frame(entries: Vec<Walked>) -> Frame {
+        let folders: Vec<Option<String>> = entries
+            .iter()
+            .map(|w| matches!(w.found, Found::Dir(_)).then(|| w.rel.as_str().to_owned()))
+            .collect();
+        let mut items: Vec<(usize, bool)> = (0..entries.len())
+            .flat_map(|i| {
+                std::iter::once((i, false)).chain(folders[i].is_some().then_some((i, true)))
+            })
+            .collect();
+        // A folder's contents sort as its name followed by `/`.
+        let key = |i: usize, inside: bool| {
+            let name = entries[i].rel.file_name().as_bytes();
+            name.iter().copied().chain(inside.then_some(b'/'))
+        };
+        items.sort_unstable_by(|&(a, a_in), &(b, b_in)| key(a, a_in).cmp(key(b, b_in)));
+        Frame {
+            entries: entries.into_iter().map(Some).collect(),
+            folders,
+            items,
+            next: 0,
+        }
+    }
+    let total = listings.iter().map(|(_, e)| e.len()).sum();
+    let mut by_folder: std::collections::HashMap<String, Vec<Walked>> =
+        listings.into_iter().collect();
+    let mut out = Vec::with_capacity(total);
+    // An explicit stack: folders nest as deep as paths allow, deeper than a thread's stack.
+    let mut stack: Vec<Frame> = by_folder.remove("").map(frame).into_iter().collect();
+    while let Some(top) = stack.last_mut() {
+        let Some(&(i, inside)) = top.items.get(top.next) else {
+            stack.pop();
+            continue;
+        };
+        top.next += 1;
+        if !inside {
+            out.extend(top.entries[i].take());
+            continue;
+        }
+        // A subfolder whose listing failed has none: what the store knew below it stays.
+        if let Some(listed) = top.folders[i].take().and_then(|f| by_folder.remove(&f)) {
+            stack.push(frame(listed));
+        }
+    }
+    debug_assert!(
+        by_folder.is_empty(),
+        "every listing is reached from the root"
+    );
+    debug_assert!(
+        out.windows(2)
+            .all(|w| w[0].rel.as_str() < w[1].rel.as_str()),
+        "bytewise path order"
+    );
+    out
 }
 
 /// Lists the folder `rel` ("" for the root) into `out`; returns its subfolders to walk.

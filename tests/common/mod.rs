@@ -109,14 +109,16 @@ pub fn tree(root: &Path) -> Vec<String> {
     out
 }
 
+/// A client of the test server on `port`, syncing `folder`.
+pub fn client_of(folder: &Path, port: u16) -> Client {
+    Client::new(ClientConfig::new(SECRET, folder, "127.0.0.1", port))
+}
+
 /// A well-behaved client pulls from the server on `port` into a fresh folder and gets exactly
 /// `files`: whatever a bad peer did, the server still serves others.
 pub async fn assert_a_client_syncs(port: u16, files: &[&str]) {
     let dst = tempfile::tempdir().unwrap();
-    Client::new(ClientConfig::new(SECRET, dst.path(), "127.0.0.1", port))
-        .sync(None)
-        .await
-        .unwrap();
+    client_of(dst.path(), port).sync(None).await.unwrap();
     assert_eq!(tree(dst.path()), files);
 }
 
