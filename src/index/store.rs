@@ -17,6 +17,10 @@ const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// The folder's own facts: `device` (its ID, 8 bytes) and `sequence` (its change counter).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STORE_FILE: &str = "index.redb";
+/// redb's page cache (its default is 1 GiB, which a full pass over a big index fills and
+/// keeps): the interior pages of a million-record index fit many times over, and a scan's
+/// one sequential pass over the leaves gains nothing from keeping them.
+const STORE_CACHE_BYTES: usize = 32 << 20;
 /// The record form this version writes (`format` in `meta`; 1 or absent: JSON records).
 const RECORD_FORMAT: u64 = 2;
 /// Mode of the store file: it lists every path and hash of the folder.
@@ -55,13 +59,16 @@ impl IndexStore {
             }
             Err(e) => return Err(Error::io(what(), e)),
         }
-        let db = Database::create(dir.join(STORE_FILE)).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::FolderBusy {
-                path: root.to_path_buf(),
-                holder: Some("its index store is open in another process".into()),
-            },
-            e => store_err(e),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(dir.join(STORE_FILE))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::FolderBusy {
+                    path: root.to_path_buf(),
+                    holder: Some("its index store is open in another process".into()),
+                },
+                e => store_err(e),
+            })?;
         let store = IndexStore { db };
         store.upgrade()?;
         Ok(store)
