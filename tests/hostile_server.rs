@@ -144,6 +144,26 @@ async fn an_index_batch_of_more_than_1024_entries_is_refused() {
     assert!(tree(base.path()).is_empty());
 }
 
+#[tokio::test]
+async fn an_index_out_of_path_order_or_naming_a_path_twice_is_refused() {
+    // (case, paths in the order sent, what the error says)
+    let table = [
+        ("out of order", ["b", "a"], "out of path order"),
+        ("a path twice", ["a", "a"], "listed twice"),
+    ];
+    for (case, paths, says) in table {
+        let base = tempfile::tempdir().unwrap();
+        let index: Vec<_> = paths.iter().map(|p| entry(p, b"x")).collect();
+        let (port, server) = serving(index, |_| Ok(b"x")).await;
+        let err = failing_sync(client(base.path(), port), case).await;
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{case}: {err}");
+        assert!(err.to_string().contains(says), "{case}: {err}");
+        let seen = server.await.unwrap();
+        assert_eq!(requests(&seen), 0, "{case}: nothing may be requested");
+        assert!(tree(base.path()).is_empty(), "{case}");
+    }
+}
+
 /// A server that sends FILE_INDEX batches of `entries_per_batch` entries with paths of about
 /// `path_bytes` bytes, never `last`, until the client hangs up; returns how many it sent.
 async fn endless_index(entries_per_batch: usize, path_bytes: usize) -> (u16, JoinHandle<usize>) {

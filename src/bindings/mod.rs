@@ -501,24 +501,18 @@ fn scan_folder(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<ScannedFile>> {
         let keep = crate::sync::days(crate::sync::DEFAULT_TOMBSTONE_KEEP_DAYS);
         // Like a sync's scan, this records local changes, so the mass-deletion guard applies:
         // a listing must not turn a vanished folder into tombstones a later sync would send.
-        folder.scan(false, keep)
+        let (_, index) = folder.scan(false, keep)?;
+        let mut files = Vec::new();
+        for r in index.records()? {
+            let r = r?;
+            if !r.deleted && r.kind == crate::index::EntryKind::File {
+                let hash = r.hash.to_hex();
+                files.push((r.path, r.size, hash, r.mtime_ns as f64 / 1e9, r.executable));
+            }
+        }
+        Ok::<_, crate::error::Error>(files)
     });
-    let scanned = scanned.map_err(to_py)?;
-    Ok(scanned
-        .files
-        .iter()
-        .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
-        .map(|r| {
-            let hash = r.hash.to_hex();
-            (
-                r.path.clone(),
-                r.size,
-                hash,
-                r.mtime_ns as f64 / 1e9,
-                r.executable,
-            )
-        })
-        .collect())
+    scanned.map_err(to_py)
 }
 
 /// `text` as one line safe to show people (control and bidi characters escaped as `\\u{..}`),

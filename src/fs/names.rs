@@ -128,6 +128,13 @@ pub fn folds_to_itself(path: &str) -> bool {
     path.is_ascii() && !path.bytes().any(|b| b.is_ascii_uppercase())
 }
 
+/// Whether `path` may fail a name check (see `sync::session::check_local_names`): not
+/// lowercase ASCII (so it may be non-NFC or clash in case or form with another), or not a
+/// name Windows can hold. A path for which this is false passes every check.
+pub fn is_odd(path: &str) -> bool {
+    !folds_to_itself(path) || windows_problem(path).is_some()
+}
+
 /// Groups of distinct paths in `paths` that are the same after NFC ([`Clash::Normalization`])
 /// or after NFC and case folding ([`Clash::Case`], when the group holds at least two NFC
 /// spellings), each listing all its members, sorted; groups sorted by their first member.

@@ -6,7 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
 
 use super::walk::Found;
 use super::{Beneath, RelPath};
@@ -18,13 +17,19 @@ const HASH_BUFFER_BYTES: usize = 1024 * 1024;
 /// Most files hashed at once (one thread each, at most one per core): enough to keep an SSD
 /// and a few cores busy on a first scan without thrashing a spinning disk too hard.
 const MAX_HASHERS: usize = 4;
+/// Files hashed together: the scan holds at most this many waiting for their hashes.
+const HASH_BATCH: usize = 4096;
+/// Changed records committed together during a scan ([`ScanContext::flush`]).
+const FLUSH_RECORDS: usize = 8192;
 
 /// What a scan found.
 #[derive(Debug, Default)]
 pub struct ScanResult {
-    /// Every path the folder knows, sorted: live files, folders and symlinks as they are now,
-    /// and tombstones of what was deleted (from this scan or earlier ones).
-    pub files: Arc<Vec<FileRecord>>,
+    /// With [`ScanContext::list`] only: every path the folder knows, sorted: live files,
+    /// folders and symlinks as they are now, and tombstones of what was deleted (from this
+    /// scan or earlier ones). A folder model lists nothing: the store, once `changed` is
+    /// committed, holds exactly this.
+    pub files: Vec<FileRecord>,
     /// The records that differ from what the store held (new versions and refreshed cache
     /// entries): what the caller commits.
     pub changed: Vec<FileRecord>,
@@ -42,6 +47,15 @@ pub struct ScanResult {
     pub versioned: usize,
     /// How many live files the store held before this scan.
     pub known_files: usize,
+    /// How many live files there are now.
+    pub live_files: usize,
+    /// Tombstones older than [`ScanContext::tombstone_keep_ns`]: what the caller removes.
+    pub expired: Vec<String>,
+    /// Live paths (with their sequences) whose names may not travel as they are: not NFC,
+    /// with uppercase or non-ASCII letters (they may clash in case or form with another), or
+    /// not allowed on Windows. Everything else passes every name check; see
+    /// `sync::session::check_local_names`.
+    pub odd_names: Vec<(String, u64)>,
 }
 
 /// An entry the scan did not take into the index, and why.
@@ -66,6 +80,16 @@ pub struct ScanContext<'a> {
     pub sequence: &'a mut u64,
     /// Time stamp given to tombstones made by this scan (nanoseconds since the epoch).
     pub now_ns: i64,
+    /// Keep every record in [`ScanResult::files`] (a listing); otherwise they are only counted.
+    pub list: bool,
+    /// Tombstones older than this (nanoseconds before `now_ns`) go into
+    /// [`ScanResult::expired`], not into `files`.
+    pub tombstone_keep_ns: i64,
+    /// Commits a batch of `changed` records (and the sequence so far) while the scan goes on,
+    /// so a first scan of a big folder never holds all its records. Called only once a live
+    /// file was found: a scan that finds none (a vanished folder) commits nothing before its
+    /// caller's mass-deletion guard sees it.
+    pub flush: Option<&'a mut dyn FnMut(&[FileRecord], u64) -> Result<()>>,
 }
 
 /// A temp file found by the scan.
@@ -224,9 +248,12 @@ pub fn scan_folder(root: &Path, store: Option<&IndexStore>) -> Result<ScanResult
             ignored: &|_, _| false,
             sequence: &mut sequence,
             now_ns: 0,
+            list: true,
+            tombstone_keep_ns: i64::MAX,
+            flush: None,
         },
     )?;
-    Arc::make_mut(&mut scan.files)
+    scan.files
         .retain(|r| !r.deleted && r.kind == crate::index::EntryKind::File);
     Ok(scan)
 }
@@ -277,7 +304,10 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
         live_files: 0,
     };
     let mut versioned = Versioner {
-        files: Vec::with_capacity(walk.entries.len()),
+        flush: ctx.flush,
+        files: Vec::with_capacity(if ctx.list { walk.entries.len() } else { 0 }),
+        list: ctx.list,
+        expire_before: ctx.now_ns.saturating_sub(ctx.tombstone_keep_ns),
         device: ctx.device,
         sequence: ctx.sequence,
         out: &mut out,
@@ -285,6 +315,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
     // Files to hash, each with the index its record takes in `files` (a placeholder until
     // then): everything else is settled as the walk and the store are merged.
     let mut pending: Vec<Pending> = Vec::new();
+    let mut unfilled = false;
     let gone = |versioned: &mut Versioner<'_, '_>, mut rec: FileRecord| {
         // Ignored paths are neither listed nor deleted; below a folder that could not be
         // listed, nothing is known to be gone.
@@ -300,9 +331,10 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
             versioned.bump(&mut rec);
             versioned.out.changed.push(rec.clone());
         }
-        versioned.files.push(rec);
+        versioned.emit(rec);
     };
     for w in walk.entries {
+        versioned.flush()?;
         while let Some(rec) = previous.before(w.rel.as_str())? {
             gone(&mut versioned, rec);
         }
@@ -378,7 +410,7 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
         match prev {
             // Most files of a re-scan: exactly the record stored (no copy made).
             Some(prev) if cached && prev.mode == mode && !prev.version.is_empty() => {
-                versioned.files.push(prev);
+                versioned.emit(prev);
             }
             Some(prev) if cached => {
                 let mut c = prev.clone();
@@ -396,7 +428,12 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                     mode,
                     prev,
                 });
-                versioned.files.push(placeholder());
+                if versioned.list {
+                    versioned.files.push(placeholder());
+                }
+                if pending.len() == HASH_BATCH {
+                    unfilled |= settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))?;
+                }
             }
         }
     }
@@ -404,9 +441,28 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
         gone(&mut versioned, rec);
     }
     versioned.out.known_files = previous.live_files;
+    let unfilled = settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))?
+        || unfilled;
+    if unfilled && versioned.list {
+        versioned.files.retain(|r| !r.path.is_empty());
+    }
+    let files = std::mem::take(&mut versioned.files);
+    out.files = files;
+    // Pending files were settled after the others.
+    out.odd_names.sort_unstable();
+    Ok(out)
+}
+
+/// Hashes the files in `pending` and settles their records. Returns whether one of them has
+/// no record (it could not be read and the store knew nothing of it).
+fn settle_hashed(
+    versioned: &mut Versioner<'_, '_>,
+    beneath: &Beneath,
+    pending: Vec<Pending>,
+) -> Result<bool> {
     let to_hash: Vec<(&RelPath, u64, u64)> =
         pending.iter().map(|p| (&p.rel, p.dev, p.inode)).collect();
-    let hashes = hash_all(&beneath, &to_hash);
+    let hashes = hash_all(beneath, &to_hash);
     drop(to_hash);
     let mut unfilled = false;
     for (p, hashed) in pending.into_iter().zip(hashes) {
@@ -424,13 +480,14 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                     deleted: false,
                     version: VersionVector::default(),
                     blocks: Vec::new(),
-                    kind: EntryKind::File,
+                    kind: crate::index::EntryKind::File,
                     target: None,
                     sequence: 0,
                     modified_by: None,
                     origin: None,
                 };
-                versioned.files[p.slot] = versioned.settle(rec, p.prev);
+                let rec = versioned.settle(rec, p.prev);
+                versioned.emit_at(p.slot, rec);
             }
             other => {
                 let reason = match other {
@@ -443,18 +500,14 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                 });
                 // Never taken for deleted: the last known record stands.
                 match p.prev {
-                    Some(prev) => versioned.files[p.slot] = prev,
+                    Some(prev) => versioned.emit_at(p.slot, prev),
                     None => unfilled = true,
                 }
             }
         }
     }
-    if unfilled {
-        versioned.files.retain(|r| !r.path.is_empty());
-    }
-    let files = std::mem::take(&mut versioned.files);
-    out.files = Arc::new(files);
-    Ok(out)
+    versioned.flush()?;
+    Ok(unfilled)
 }
 
 /// The store's records in path order, taken as the walk passes them.
@@ -534,8 +587,12 @@ fn placeholder() -> FileRecord {
 
 /// Gives local changes their versions as the scan finds them.
 struct Versioner<'a, 'b> {
-    /// Every record, as [`ScanResult::files`].
+    flush: Option<&'b mut dyn FnMut(&[FileRecord], u64) -> Result<()>>,
+    /// Every record, as [`ScanResult::files`] (when listing).
     files: Vec<FileRecord>,
+    list: bool,
+    /// Tombstones made before this (ns since the epoch) expire.
+    expire_before: i64,
     device: Option<DeviceId>,
     sequence: &'b mut u64,
     out: &'a mut ScanResult,
@@ -555,7 +612,51 @@ impl Versioner<'_, '_> {
     /// Takes `now` (as found on disk) against `prev` (what the store held), in order.
     fn keep(&mut self, now: FileRecord, prev: Option<FileRecord>) {
         let rec = self.settle(now, prev);
-        self.files.push(rec);
+        self.emit(rec);
+    }
+
+    /// Commits the changes so far through [`ScanContext::flush`] once they make a batch.
+    fn flush(&mut self) -> Result<()> {
+        if self.out.changed.len() < FLUSH_RECORDS || self.out.live_files == 0 {
+            return Ok(());
+        }
+        if let Some(flush) = self.flush.as_mut() {
+            flush(&self.out.changed, *self.sequence)?;
+            self.out.changed.clear();
+        }
+        Ok(())
+    }
+
+    /// Counts (and, when listing, keeps) one record of the folder as the scan leaves it.
+    fn emit(&mut self, rec: FileRecord) {
+        if let Some(rec) = self.tally(rec) {
+            self.files.push(rec);
+        }
+    }
+
+    /// [`Versioner::emit`] for a file that was hashed: its place in `files` was kept.
+    fn emit_at(&mut self, slot: usize, rec: FileRecord) {
+        if let Some(rec) = self.tally(rec) {
+            self.files[slot] = rec;
+        }
+    }
+
+    /// Counts `rec`; returns it if it is to be listed.
+    fn tally(&mut self, rec: FileRecord) -> Option<FileRecord> {
+        if rec.deleted {
+            if rec.mtime_ns < self.expire_before {
+                self.out.expired.push(rec.path);
+                return None;
+            }
+        } else {
+            if rec.kind == crate::index::EntryKind::File {
+                self.out.live_files += 1;
+            }
+            if super::names::is_odd(&rec.path) {
+                self.out.odd_names.push((rec.path.clone(), rec.sequence));
+            }
+        }
+        self.list.then_some(rec)
     }
 
     /// Found, not synced (why): what the store knew of it stays, neither taken nor deleted.
@@ -565,7 +666,9 @@ impl Versioner<'_, '_> {
             path: rel.to_owned(),
             reason,
         });
-        self.files.extend(prev);
+        if let Some(prev) = prev {
+            self.emit(prev);
+        }
     }
 
     /// The record `now` (as found on disk) takes against `prev` (what the store held): the
@@ -620,6 +723,9 @@ mod tests {
                 ignored: &|_, _| false,
                 sequence: &mut seq,
                 now_ns: 99,
+                list: true,
+                tombstone_keep_ns: i64::MAX,
+                flush: None,
             },
         )
         .unwrap();

@@ -28,12 +28,9 @@ pub(crate) struct Walked {
 }
 
 /// Everything the walk found.
-#[derive(Default)]
 pub(crate) struct Walk {
-    /// What each folder listed (its path, its entries), before they are put in order.
-    listings: Vec<(String, Vec<Walked>)>,
     /// Entries in path order (bytewise, as the store orders them).
-    pub entries: Vec<Walked>,
+    pub entries: PathOrder,
     /// Temp files of interrupted transfers.
     pub parts: Vec<PartFile>,
     /// Names that cannot be synced at all (not UTF-8, not a valid relative path).
@@ -41,6 +38,18 @@ pub(crate) struct Walk {
     /// Folders whose contents could not be listed, in path order: what the store knew below
     /// them stays (it is not taken for deleted).
     pub unlisted: Vec<String>,
+}
+
+/// What one walker found.
+#[derive(Default)]
+struct Listed {
+    /// What each folder listed (its path, its entries).
+    listings: Vec<(String, Vec<Walked>)>,
+    /// The entries of the folder being listed.
+    entries: Vec<Walked>,
+    parts: Vec<PartFile>,
+    skipped: Vec<Skipped>,
+    unlisted: Vec<String>,
 }
 
 /// Shared work of the walkers: folders still to list, and how many are being listed.
@@ -62,7 +71,7 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
     let wake = Condvar::new();
     let lock = || queue.lock().unwrap_or_else(|e| e.into_inner());
     let worker = || {
-        let mut mine = Walk::default();
+        let mut mine = Listed::default();
         loop {
             let folder = {
                 let mut q = lock();
@@ -81,9 +90,8 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
                 wake.notify_all();
                 return mine;
             };
-            let before = mine.entries.len();
             let subfolders = list(root, &folder, ignored, &mut mine);
-            let listed = mine.entries.split_off(before);
+            let listed = std::mem::take(&mut mine.entries);
             mine.listings.push((folder, listed));
             let mut q = lock();
             q.folders.extend(subfolders);
@@ -91,7 +99,7 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
             wake.notify_all();
         }
     };
-    let mut all = Walk::default();
+    let mut all = Listed::default();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
         let mut parts = vec![worker()];
@@ -109,25 +117,41 @@ pub(crate) fn walk(root: &Dir, ignored: &(dyn Fn(&str, bool) -> bool + Sync)) ->
             all.unlisted.extend(w.unlisted);
         }
     });
-    all.entries = in_path_order(std::mem::take(&mut all.listings));
     all.unlisted.sort_unstable();
     all.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    all
+    Walk {
+        entries: PathOrder::new(all.listings),
+        parts: all.parts,
+        skipped: all.skipped,
+        unlisted: all.unlisted,
+    }
 }
 
-/// The folders' listings as one list in bytewise path order, without comparing full paths:
-/// each folder's entries are sorted by name, and a subfolder's contents go where its name
-/// followed by `/` sorts among its siblings (`a` < `a.txt` < `a/x` < `a0`).
-fn in_path_order(listings: Vec<(String, Vec<Walked>)>) -> Vec<Walked> {
-    /// A folder being emitted: its entries, the paths of those that are folders (whose
-    /// contents are emitted in turn), and the order of its items (`(entry, its contents?)`).
-    struct Frame {
-        entries: Vec<Option<Walked>>,
-        folders: Vec<Option<String>>,
-        items: Vec<(usize, bool)>,
-        next: usize,
-    }
-    fn frame(entries: Vec<Walked>) -> Frame {
+/// The folders' listings as one sequence in bytewise path order, produced as it is taken
+/// (each listing's memory goes once its folder is passed), without comparing full paths: each
+/// folder's entries are sorted by name, and a subfolder's contents go where its name followed
+/// by `/` sorts among its siblings (`a` < `a.txt` < `a/x` < `a0`).
+pub(crate) struct PathOrder {
+    by_folder: std::collections::HashMap<String, Vec<Walked>>,
+    /// An explicit stack: folders nest as deep as paths allow, deeper than a thread's stack.
+    stack: Vec<Frame>,
+    /// Entries not yet produced.
+    left: usize,
+    #[cfg(debug_assertions)]
+    last: Option<String>,
+}
+
+/// A folder being produced: its entries, the paths of those that are folders (whose
+/// contents are produced in turn), and the order of its items (`(entry, its contents?)`).
+struct Frame {
+    entries: Vec<Option<Walked>>,
+    folders: Vec<Option<String>>,
+    items: Vec<(usize, bool)>,
+    next: usize,
+}
+
+impl Frame {
+    fn new(entries: Vec<Walked>) -> Frame {
         let folders: Vec<Option<String>> = entries
             .iter()
             .map(|w| matches!(w.found, Found::Dir(_)).then(|| w.rel.as_str().to_owned()))
@@ -150,37 +174,68 @@ fn in_path_order(listings: Vec<(String, Vec<Walked>)>) -> Vec<Walked> {
             next: 0,
         }
     }
-    let total = listings.iter().map(|(_, e)| e.len()).sum();
-    let mut by_folder: std::collections::HashMap<String, Vec<Walked>> =
-        listings.into_iter().collect();
-    let mut out = Vec::with_capacity(total);
-    // An explicit stack: folders nest as deep as paths allow, deeper than a thread's stack.
-    let mut stack: Vec<Frame> = by_folder.remove("").map(frame).into_iter().collect();
-    while let Some(top) = stack.last_mut() {
-        let Some(&(i, inside)) = top.items.get(top.next) else {
-            stack.pop();
-            continue;
-        };
-        top.next += 1;
-        if !inside {
-            out.extend(top.entries[i].take());
-            continue;
-        }
-        // A subfolder whose listing failed has none: what the store knew below it stays.
-        if let Some(listed) = top.folders[i].take().and_then(|f| by_folder.remove(&f)) {
-            stack.push(frame(listed));
+}
+
+impl PathOrder {
+    fn new(listings: Vec<(String, Vec<Walked>)>) -> PathOrder {
+        let left = listings.iter().map(|(_, e)| e.len()).sum();
+        let mut by_folder: std::collections::HashMap<String, Vec<Walked>> =
+            listings.into_iter().collect();
+        let stack = by_folder.remove("").map(Frame::new).into_iter().collect();
+        PathOrder {
+            by_folder,
+            stack,
+            left,
+            #[cfg(debug_assertions)]
+            last: None,
         }
     }
-    debug_assert!(
-        by_folder.is_empty(),
-        "every listing is reached from the root"
-    );
-    debug_assert!(
-        out.windows(2)
-            .all(|w| w[0].rel.as_str() < w[1].rel.as_str()),
-        "bytewise path order"
-    );
-    out
+
+    /// How many entries are still to come.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+}
+
+impl Iterator for PathOrder {
+    type Item = Walked;
+
+    fn next(&mut self) -> Option<Walked> {
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                debug_assert!(
+                    self.by_folder.is_empty(),
+                    "every listing is reached from the root"
+                );
+                return None;
+            };
+            let Some(&(i, inside)) = top.items.get(top.next) else {
+                self.stack.pop();
+                continue;
+            };
+            top.next += 1;
+            if !inside {
+                let Some(w) = top.entries[i].take() else {
+                    continue;
+                };
+                self.left -= 1;
+                #[cfg(debug_assertions)]
+                {
+                    let path = w.rel.as_str();
+                    assert!(
+                        self.last.as_deref().map_or(true, |l| l < path),
+                        "bytewise path order"
+                    );
+                    self.last = Some(path.to_owned());
+                }
+                return Some(w);
+            }
+            // A subfolder whose listing failed has none: what the store knew below it stays.
+            if let Some(listed) = top.folders[i].take().and_then(|f| self.by_folder.remove(&f)) {
+                self.stack.push(Frame::new(listed));
+            }
+        }
+    }
 }
 
 /// Lists the folder `rel` ("" for the root) into `out`; returns its subfolders to walk.
@@ -188,7 +243,7 @@ fn list(
     root: &Dir,
     rel: &str,
     ignored: &(dyn Fn(&str, bool) -> bool + Sync),
-    out: &mut Walk,
+    out: &mut Listed,
 ) -> Vec<String> {
     let mut unlisted = |why: std::io::Error| {
         out.skipped.push(Skipped {

@@ -10,7 +10,7 @@ pub use reconcile::{
     conflict_name, is_conflict_name, reconcile, Action, Apply, Conflict, ConflictRule, Decision,
     Side,
 };
-pub use store::{IndexStore, Records};
+pub use store::{IndexStore, Records, Snapshot};
 pub use version::{Causality, Counters, DeviceId, VersionVector};
 
 use serde::{Deserialize, Serialize};

@@ -117,13 +117,19 @@ impl IndexStore {
     /// compared with it without holding it all. A record that cannot be read is left out (a
     /// cache miss: its file is hashed again).
     pub fn records(&self) -> Result<Records> {
+        self.snapshot()?.records()
+    }
+
+    /// The records as the last commit left them, for as long as the snapshot is kept: later
+    /// commits do not change what it reads.
+    pub fn snapshot(&self) -> Result<Snapshot> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let range = match txn.open_table(FILES) {
-            Ok(t) => Some(t.range::<&str>(..).map_err(store_err)?),
+        let files = match txn.open_table(FILES) {
+            Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(store_err(e)),
         };
-        Ok(Records { range })
+        Ok(Snapshot { files })
     }
 
     /// A fact of the folder's `meta` table.
@@ -256,6 +262,39 @@ impl IndexStore {
         let txn = self.db.begin_write().map_err(store_err)?;
         Self::write_records(&txn, upserts, removals)?;
         txn.commit().map_err(store_err)
+    }
+}
+
+/// The store's records as one commit left them ([`IndexStore::snapshot`]): a round reads
+/// its own index from here, as a sorted stream or path by path, instead of holding it.
+#[derive(Default)]
+pub struct Snapshot {
+    files: Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>,
+}
+
+impl Snapshot {
+    /// Every record in path order (bytewise); see [`IndexStore::records`].
+    pub fn records(&self) -> Result<Records> {
+        let range = match &self.files {
+            Some(t) => Some(t.range::<&str>(..).map_err(store_err)?),
+            None => None,
+        };
+        Ok(Records { range })
+    }
+
+    /// The record at `path` (`None` also for a record that cannot be read).
+    pub fn get(&self, path: &str) -> Result<Option<FileRecord>> {
+        let Some(t) = &self.files else {
+            return Ok(None);
+        };
+        let v = t.get(path).map_err(store_err)?;
+        Ok(v.and_then(|v| super::encoding::decode(path, v.value())))
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").finish_non_exhaustive()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{scan_versioned, ScanContext, ScanResult, Watch};
-use crate::index::{DeviceId, EntryKind, FileRecord, IndexStore};
+use crate::index::{DeviceId, EntryKind, FileRecord, IndexStore, Snapshot};
 
 /// Default time a tombstone is kept: a replica that was away longer than this may bring a
 /// deleted file back (Syncthing keeps them for months too).
@@ -63,7 +63,7 @@ struct LastScan {
 /// (Every field by name: a field added to [`ScanResult`] must be decided on here.)
 fn unchanged(last: &ScanResult) -> ScanResult {
     ScanResult {
-        files: Arc::clone(&last.files),
+        files: Vec::new(),
         changed: Vec::new(),
         parts: last.parts.clone(),
         hashed: 0,
@@ -71,6 +71,9 @@ fn unchanged(last: &ScanResult) -> ScanResult {
         sequence: last.sequence,
         versioned: 0,
         known_files: last.known_files,
+        live_files: last.live_files,
+        expired: Vec::new(),
+        odd_names: last.odd_names.clone(),
     }
 }
 
@@ -221,7 +224,14 @@ impl Folder {
     /// the last walk, no record was committed since and that walk is younger than
     /// [`FULL_RESCAN_INTERVAL`], the last walk's result is returned again (with nothing
     /// `changed`) instead of walking.
-    pub fn scan(&self, allow_mass_delete: bool, tombstone_keep: Duration) -> Result<ScanResult> {
+    ///
+    /// Returns the scan and a snapshot of the store as the scan left it: the folder's index,
+    /// which [`ScanResult::files`] does not hold.
+    pub fn scan(
+        &self,
+        allow_mass_delete: bool,
+        tombstone_keep: Duration,
+    ) -> Result<(ScanResult, Snapshot)> {
         let mut seq = self.lock_state();
         self.check_root()?;
         // A watch that failed says "changed" forever: walk as without one, and hold nothing.
@@ -239,7 +249,7 @@ impl Folder {
                     if !changed && Instant::now() < l.expires {
                         let out = unchanged(&l.result);
                         *last = Some(l);
-                        return Ok(out);
+                        return Ok((out, self.store.snapshot()?));
                     }
                 }
             }
@@ -254,7 +264,7 @@ impl Folder {
                 expires: Instant::now() + jittered(FULL_RESCAN_INTERVAL, u64::from_le_bytes(r)),
             });
         }
-        Ok(scan)
+        Ok((scan, self.store.snapshot()?))
     }
 
     /// The full scan: walks the folder and commits what changed.
@@ -268,6 +278,8 @@ impl Folder {
         let ignore = crate::fs::IgnoreRules::load(&self.root)?;
         let mut next = *seq;
         let now = now_ns();
+        let store = &self.store;
+        let mut flush = |batch: &[FileRecord], sequence: u64| store.commit(batch, &[], sequence);
         let mut scan = scan_versioned(
             &self.root,
             ScanContext {
@@ -276,14 +288,13 @@ impl Folder {
                 ignored: &|rel, dir| ignore.is_ignored(rel, dir),
                 sequence: &mut next,
                 now_ns: now,
+                list: false,
+                tombstone_keep_ns: i64::try_from(tombstone_keep.as_nanos()).unwrap_or(i64::MAX),
+                flush: Some(&mut flush),
             },
         )?;
         let live_before = scan.known_files;
-        let live_after = scan
-            .files
-            .iter()
-            .filter(|r| !r.deleted && r.kind == EntryKind::File)
-            .count();
+        let live_after = scan.live_files;
         if live_before > 0 && live_after == 0 && !allow_mass_delete {
             return Err(Error::MassDeletion {
                 path: self.root.clone(),
@@ -293,16 +304,10 @@ impl Folder {
                 ),
             });
         }
-        let keep_ns = i64::try_from(tombstone_keep.as_nanos()).unwrap_or(i64::MAX);
-        let expired: Vec<String> = scan
-            .files
-            .iter()
-            .filter(|r| r.deleted && now.saturating_sub(r.mtime_ns) > keep_ns)
-            .map(|r| r.path.clone())
-            .collect();
+        let expired = std::mem::take(&mut scan.expired);
         if !expired.is_empty() {
-            Arc::make_mut(&mut scan.files).retain(|r| !(r.deleted && expired.contains(&r.path)));
-            scan.changed.retain(|r| !expired.contains(&r.path));
+            let gone: std::collections::HashSet<&str> = expired.iter().map(String::as_str).collect();
+            scan.changed.retain(|r| !gone.contains(r.path.as_str()));
         }
         // A scan that found nothing new writes nothing (a commit is a disk sync).
         if !(scan.changed.is_empty() && expired.is_empty() && next == *seq) {

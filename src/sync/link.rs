@@ -8,6 +8,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::fs::{Beneath, RelPath};
-use crate::index::FileRecord;
+use crate::index::{FileRecord, Snapshot};
 use crate::net::{remote_error, Connection, FrameReader, FrameWriter};
 use crate::protocol::{sanitize_error, ErrorCode, ErrorMsg, FileChunk, FileRequest, Message};
 
@@ -37,34 +38,59 @@ pub(crate) struct Served {
 /// What the peer may request: the live files of the index we sent it, with their sizes.
 pub(crate) type Offered = Arc<Mutex<Arc<Indexed>>>;
 
-/// Records in path order (bytewise, the scan's and the store's order), looked up by path.
+/// Our index for one round: the store as the round's scan left it ([`Snapshot`]: later
+/// commits do not change it), less the paths held back this round. Read as a sorted stream
+/// or path by path; never held in memory whole.
 #[derive(Debug, Default)]
-pub(crate) struct Indexed(pub Arc<Vec<FileRecord>>);
+pub(crate) struct Indexed {
+    snapshot: Snapshot,
+    /// Not offered, not sent, not taken as ours (see `session::check_local_names`).
+    held: HashSet<String>,
+}
 
 impl Indexed {
+    pub fn new(snapshot: Snapshot, held: HashSet<String>) -> Indexed {
+        Indexed { snapshot, held }
+    }
+
     /// The record at `path`.
-    pub fn get(&self, path: &str) -> Option<&FileRecord> {
-        self.0
-            .binary_search_by(|r| r.path.as_str().cmp(path))
-            .ok()
-            .map(|i| &self.0[i])
+    pub fn get(&self, path: &str) -> Result<Option<FileRecord>> {
+        if self.held.contains(path) {
+            return Ok(None);
+        }
+        self.snapshot.get(path)
+    }
+
+    /// Whether `path` is held back this round.
+    pub fn is_held(&self, path: &str) -> bool {
+        self.held.contains(path)
     }
 
     /// Whether there is a record at `path`.
-    pub fn contains_key(&self, path: &str) -> bool {
-        self.get(path).is_some()
+    pub fn contains_key(&self, path: &str) -> Result<bool> {
+        Ok(self.get(path)?.is_some())
     }
 
     /// Every record, in path order.
-    pub fn values(&self) -> std::slice::Iter<'_, FileRecord> {
-        self.0.iter()
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<FileRecord>> + '_> {
+        Ok(self
+            .snapshot
+            .records()?
+            .filter(|r| r.as_ref().map_or(true, |r| !self.held.contains(&r.path))))
     }
 
-    /// The size of the live file at `path`, if there is one.
+    /// The size of the live file at `path`, if there is one (none if the store cannot be
+    /// read: the request is refused).
     pub fn file_size(&self, path: &str) -> Option<u64> {
-        self.get(path)
-            .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
-            .map(|r| r.size)
+        match self.get(path) {
+            Ok(r) => r
+                .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
+                .map(|r| r.size),
+            Err(e) => {
+                tracing::warn!("reading the index for a request: {e}");
+                None
+            }
+        }
     }
 }
 

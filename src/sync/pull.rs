@@ -174,8 +174,7 @@ async fn fail_peer(link: &Link, e: Error) -> Error {
 /// any write; every batch is checked against the limits before it is kept, so memory stays
 /// bounded by them whatever the peer sends.
 pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Result<Vec<FileRecord>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
+    let mut out: Vec<FileRecord> = Vec::new();
     let mut tally = IndexTally::default();
     loop {
         let batch = match link.next(limits.progress_timeout, "the index").await? {
@@ -215,10 +214,15 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
                 )
                 .await);
             }
-            if !seen.insert(entry.path.clone()) {
-                return Err(
-                    fail_peer(link, Error::protocol(format!("{shown} listed twice"))).await,
-                );
+            // In strictly increasing path order (the store's): a repeat is caught by the same
+            // comparison, without a set of every path.
+            if let Some(before) = out.last().filter(|b| b.path.as_str() >= rel.as_str()) {
+                let why = if before.path == rel.as_str() {
+                    format!("{shown} listed twice")
+                } else {
+                    format!("{shown} out of path order in the index")
+                };
+                return Err(fail_peer(link, Error::protocol(why)).await);
             }
             let mut rec = FileRecord::from_entry(&entry, hash);
             rec.path = rel.as_str().to_owned();
@@ -251,7 +255,7 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
 
 /// One path's decision, with what our side held when it was made.
 pub(crate) struct Planned {
-    local: Option<FileRecord>,
+    local: Option<Box<FileRecord>>,
     action: Action,
     record: FileRecord,
     /// For a conflict copy: the store already knows the copy's path (the same loser was
@@ -278,7 +282,7 @@ impl LocalPlan {
         copy_taken: bool,
     ) {
         self.items.push(Planned {
-            local,
+            local: local.map(Box::new),
             action,
             record,
             copy_taken,
@@ -288,6 +292,28 @@ impl LocalPlan {
     /// Paths the plan changes.
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Finds a local file for each content hash the plan may fetch (non-empty files), in one
+    /// pass over our index: a renamed or copied file is copied from it instead of fetched.
+    pub fn find_sources(&mut self, local: &super::link::Indexed) -> Result<()> {
+        let wanted: HashSet<Hash> = self
+            .items
+            .iter()
+            .filter(|p| !matches!(p.action, Action::Keep | Action::Apply(Apply::Delete)))
+            .filter(|p| !p.record.deleted && p.record.kind == EntryKind::File && p.record.size > 0)
+            .map(|p| p.record.hash)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for r in local.records()? {
+            let r = r?;
+            if !r.deleted && r.kind == EntryKind::File && r.size > 0 && wanted.contains(&r.hash) {
+                self.sources.entry(r.hash).or_insert(r.path);
+            }
+        }
+        Ok(())
     }
 
     /// Live local files the plan deletes.
@@ -376,17 +402,22 @@ impl Local<'_> {
     /// Applies one non-fetch decision; `Ok(Some(fetch))` for content still to come.
     fn apply(
         &mut self,
-        p: &Planned,
+        p: Planned,
         stored: &mut Vec<FileRecord>,
         copies: &mut Vec<FileRecord>,
     ) -> Result<Option<Fetch>> {
-        let rel = RelPath::parse(&p.record.path)?;
-        let expect = Expect::of(p.local.as_ref());
-        let mut record = p.record.clone();
-        let then = match &p.action {
+        let Planned {
+            local,
+            action,
+            mut record,
+            copy_taken,
+        } = p;
+        let rel = RelPath::parse(&record.path)?;
+        let expect = Expect::of(local.as_deref());
+        let then = match &action {
             Action::Keep => return Ok(None),
             Action::Adopt => {
-                if let Some(l) = p.local.as_ref().filter(|l| !l.deleted) {
+                if let Some(l) = local.as_ref().filter(|l| !l.deleted) {
                     record.inode = l.inode;
                     record.mtime_ns = l.mtime_ns;
                     record.mode = l.mode;
@@ -422,7 +453,7 @@ impl Local<'_> {
                 }
                 if let Some(st) = &st {
                     let (cdir, cst) = self.at(&copy_rel, true)?;
-                    if p.copy_taken || cst.is_some() {
+                    if copy_taken || cst.is_some() {
                         // This loser was copied before (the copy is known here or on its way
                         // from the peer), or something new holds the name: ours goes into
                         // versions, so nothing is written over and nothing is lost.
@@ -432,7 +463,7 @@ impl Local<'_> {
                             .map_err(|e| {
                                 Error::io(format!("making the conflict copy {copy}"), e)
                             })?;
-                        if let Some(mut c) = p.local.clone() {
+                        if let Some(mut c) = local.map(|l| *l) {
                             c.path = copy.clone();
                             c.version = Default::default();
                             copies.push(c);
@@ -443,7 +474,7 @@ impl Local<'_> {
             }
             Action::Apply(a) => *a,
         };
-        let expect = if matches!(p.action, Action::ConflictCopy { .. }) {
+        let expect = if matches!(action, Action::ConflictCopy { .. }) {
             Expect::Absent
         } else {
             expect
@@ -567,7 +598,7 @@ impl Local<'_> {
     /// deletion, or ignored ones) stays.
     fn delete(&mut self, p: &Planned) -> Result<bool> {
         let rel = RelPath::parse(&p.record.path)?;
-        let expect = Expect::of(p.local.as_ref());
+        let expect = Expect::of(p.local.as_deref());
         let (dir, st) = match self.at(&rel, false) {
             Ok(x) => x,
             // The parent is gone already (deleted with it): nothing left to do.
@@ -597,41 +628,31 @@ impl Local<'_> {
 /// survive), then folders, symlinks, metadata and records. Returns the files to fetch.
 pub(crate) async fn apply_local(
     folder: &Arc<Folder>,
-    plan: &LocalPlan,
+    plan: &mut LocalPlan,
     cfg: &RoundConfig,
     out: &mut RoundOutcome,
 ) -> Result<Vec<Fetch>> {
-    let work: Vec<usize> = (0..plan.items.len())
-        .filter(|&i| !matches!(plan.items[i].action, Action::Apply(Apply::Delete)))
-        .collect();
-    if work.is_empty() {
+    // Taken out of the plan: only its deletions stay (for `delete_local`).
+    let (deletions, mut items): (Vec<Planned>, Vec<Planned>) = std::mem::take(&mut plan.items)
+        .into_iter()
+        .partition(|p| matches!(p.action, Action::Apply(Apply::Delete)));
+    plan.items = deletions;
+    if items.is_empty() {
         return Ok(Vec::new());
     }
     // Parents before children.
-    let mut order = work;
-    order.sort_by(|&a, &b| plan.items[a].record.path.cmp(&plan.items[b].record.path));
-    let items: Vec<Planned> = order
-        .into_iter()
-        .map(|i| {
-            let p = &plan.items[i];
-            Planned {
-                local: p.local.clone(),
-                action: p.action.clone(),
-                record: p.record.clone(),
-                copy_taken: p.copy_taken,
-            }
-        })
-        .collect();
+    items.sort_by(|a, b| a.record.path.cmp(&b.record.path));
     let f = Arc::clone(folder);
     let keep = cfg.versions_keep;
-    let sources = plan.sources.clone();
+    let sources = std::mem::take(&mut plan.sources);
     let (fetches, failures, copied) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut local = Local::open(&f, keep)?;
         let mut held = f.hold();
         let (mut stored, mut copies, mut fetches, mut failures) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut copied = 0u64;
-        for p in &items {
+        for p in items {
+            let path = p.record.path.clone();
             match local.apply(p, &mut stored, &mut copies) {
                 Ok(Some(fetch)) => match sources.get(&fetch.hash) {
                     // Content we already hold (a rename, a copy): copied here, not sent again.
@@ -648,7 +669,7 @@ pub(crate) async fn apply_local(
                     _ => fetches.push(fetch),
                 },
                 Ok(None) => {}
-                Err(e) => failures.push((p.record.path.clone(), e.to_string())),
+                Err(e) => failures.push((path, e.to_string())),
             }
         }
         held.commit(stored, false)?;
@@ -669,20 +690,14 @@ pub(crate) async fn apply_local(
 /// the fetches (so a renamed file's content was still here to be found).
 pub(crate) async fn delete_local(
     folder: &Arc<Folder>,
-    plan: &LocalPlan,
+    plan: LocalPlan,
     cfg: &RoundConfig,
     out: &mut RoundOutcome,
 ) -> Result<()> {
     let mut items: Vec<Planned> = plan
         .items
-        .iter()
+        .into_iter()
         .filter(|p| matches!(p.action, Action::Apply(Apply::Delete)))
-        .map(|p| Planned {
-            local: p.local.clone(),
-            action: p.action.clone(),
-            record: p.record.clone(),
-            copy_taken: false,
-        })
         .collect();
     if items.is_empty() {
         return Ok(());
@@ -709,7 +724,7 @@ pub(crate) async fn delete_local(
                 // The folder stays for what it still holds: a new version of it, newer than
                 // the peer's deletion, so the peer brings the folder back too.
                 Ok(false) => {
-                    if let Some(mut dir) = p.local.clone() {
+                    if let Some(mut dir) = p.local.as_deref().cloned() {
                         dir.version.merge(&p.record.version);
                         kept.push(dir);
                     }

@@ -194,10 +194,10 @@ async fn round(
     hooks: &PullHooks<'_>,
 ) -> Result<RoundOutcome> {
     let patience = cfg.limits.progress_timeout;
-    let mut scan = scan_with_heartbeats(link, folder, cfg).await?;
+    let (mut scan, snapshot) = scan_with_heartbeats(link, folder, cfg).await?;
     tracing::info!(
-        "scan: {} entries, {} hashed, {} not synced; the peer {}",
-        scan.files.len(),
+        "scan: {} live files, {} hashed, {} not synced; the peer {}",
+        scan.live_files,
         scan.hashed,
         scan.skipped.len(),
         if peer_pulls {
@@ -213,12 +213,14 @@ async fn round(
     };
     // Our index is complete, for the peer, only up to the first record held back (so a held
     // record is offered again once its clash is gone).
-    let (held_back, first_held) = check_local_names(&mut scan.files, &mut out);
-    let complete_to = first_held.map_or(scan.sequence, |seq| {
+    let names = check_local_names(&scan.odd_names, &snapshot, &mut out)?;
+    let complete_to = names.first_held.map_or(scan.sequence, |seq| {
         seq.saturating_sub(1).min(scan.sequence)
     });
+    // Live files of ours that this round may change or keep.
+    let live = scan.live_files.saturating_sub(names.held_files);
     // What the peer may request from us: our live files as indexed.
-    let files = Arc::new(Indexed(std::mem::take(&mut scan.files)));
+    let files = Arc::new(Indexed::new(snapshot, names.held));
     *super::server::lock(&link.offered) = if peer_pulls {
         Arc::clone(&files)
     } else {
@@ -226,41 +228,19 @@ async fn round(
     };
     // Send ours and receive theirs at once: both may be large, and neither side may wait for
     // the other to finish sending before it reads.
-    // Only what changed since the peer last applied our index (everything the first time).
-    let entries: Vec<_> = if peer_pulls {
-        files
-            .values()
-            .filter(|r| r.sequence > peer.knows || peer.knows > scan.sequence)
-            .filter(|r| r.origin != Some(peer.device))
-            .map(FileRecord::to_entry)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let sender = link.sender();
-    let send_index = async move {
-        let mut batches = entries.chunks(INDEX_BATCH_ENTRIES).peekable();
-        if batches.peek().is_none() {
-            let _ = sender
-                .send(Message::FileIndex(FileIndex {
-                    entries: vec![],
-                    last: true,
-                }))
-                .await;
-        }
-        while let Some(batch) = batches.next() {
-            let last = batches.peek().is_none();
-            let msg = Message::FileIndex(FileIndex {
-                entries: batch.to_vec(),
-                last,
-            });
-            if sender.send(msg).await.is_err() {
-                break;
-            }
-        }
-    };
-    let (_, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
+    let send_index = tokio::task::spawn_blocking({
+        let (files, sender) = (Arc::clone(&files), link.sender());
+        let (knows, sequence) = (peer.knows, scan.sequence);
+        let device = peer_pulls.then_some(peer.device);
+        move || send_index(&files, &sender, device, knows, sequence)
+    });
+    let (sent, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
     let remote = remote?;
+    if let Err(e) = sent.map_err(|e| Error::Store(e.to_string())).and_then(|r| r) {
+        link.fail(ErrorCode::Io, format!("the peer cannot read its index: {e}"))
+            .await;
+        return Err(e);
+    }
     let mut peer_done: Option<SyncComplete> = None;
     let skipped_before = out.skipped.len();
     if i_pull {
@@ -271,23 +251,14 @@ async fn round(
             ConflictRule::PeerWins
         };
         let ignore = folder.ignore_rules()?;
-        let remote = check_peer_names(remote, local, &held_back, &mut out);
+        let remote = check_peer_names(remote, local, &scan.odd_names, &mut out)?;
         let us = folder.device();
-        let mut plan = plan_round(local, remote, rule, &ignore, (us, peer.device), &mut out);
+        let mut plan = plan_round(local, remote, rule, &ignore, (us, peer.device), &mut out)?;
         if plan.writes_files() {
             // Content already here, by hash: a renamed or copied file is copied, not fetched.
-            for r in local
-                .values()
-                .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File && r.size > 0)
-            {
-                plan.sources.entry(r.hash).or_insert_with(|| r.path.clone());
-            }
+            plan.find_sources(local)?;
         }
         // Files this round leaves as they are (most of them: the peer sent only its changes).
-        let live = local
-            .values()
-            .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
-            .count();
         out.unchanged = live.saturating_sub(plan.len()) as u64;
         out.changes = plan.len() as u64;
         tracing::info!(
@@ -297,19 +268,19 @@ async fn round(
             out.conflicts.len(),
             out.unchanged
         );
-        if let Err(e) = guard_mass_deletion(folder, local, &plan, cfg) {
+        if let Err(e) = guard_mass_deletion(folder, live, &plan, cfg) {
             link.fail(ErrorCode::MassDeletion, e.to_string()).await;
             return Err(e);
         }
         let parts = std::mem::take(&mut scan.parts);
-        let fetches = apply_local(folder, &plan, cfg, &mut out).await?;
+        let fetches = apply_local(folder, &mut plan, cfg, &mut out).await?;
         let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
         out.files_total = fetched.files_total;
         out.bytes_total = fetched.bytes_total;
         out.files_received = fetched.received;
         out.bytes_received = fetched.bytes;
         out.failures.extend(fetched.failures);
-        super::pull::delete_local(folder, &plan, cfg, &mut out).await?;
+        super::pull::delete_local(folder, plan, cfg, &mut out).await?;
     }
     link.send(Message::SyncComplete(SyncComplete {
         files: out.files_received,
@@ -347,38 +318,76 @@ async fn round(
     Ok(out)
 }
 
+/// What [`check_local_names`] decided.
+struct LocalNames {
+    /// Paths held back: their records stay here; the peer does not see them.
+    held: HashSet<String>,
+    /// The lowest sequence among them.
+    first_held: Option<u64>,
+    /// How many of them are files.
+    held_files: usize,
+}
+
 /// Names are checked before they travel: a name not in Unicode NFC (the wire's one normal
 /// form) or differing from another only in case or normalisation (one file on Windows and
 /// macOS) is held back and reported; a name Windows cannot hold is synced with a warning.
-/// Returns the held-back paths (their records stay here; the peer does not see them) and the
-/// lowest sequence among them.
+///
+/// Only the scan's `odd` names can fail a check (see [`crate::fs::is_odd`]); a lowercase
+/// ASCII path clashes only with one of them, as its fold key, looked up in `index`.
 fn check_local_names(
-    files: &mut Arc<Vec<FileRecord>>,
+    odd: &[(String, u64)],
+    index: &crate::index::Snapshot,
     out: &mut RoundOutcome,
-) -> (HashSet<String>, Option<u64>) {
-    let mut held = HashSet::new();
-    for r in files.iter().filter(|r| !r.deleted) {
-        if to_wire(&r.path) != r.path.as_str() {
-            held.insert(r.path.clone());
+) -> Result<LocalNames> {
+    let mut held: HashMap<String, u64> = HashMap::new();
+    for (path, seq) in odd {
+        if to_wire(path) != path.as_str() {
+            held.insert(path.clone(), *seq);
             out.skipped.push(Skipped {
-                path: r.path.clone(),
+                path: path.clone(),
                 reason: "its name is not in Unicode NFC, the form names travel in (rename it to \
                          sync it)"
                     .into(),
             });
         }
     }
-    let live = files
+    // The lowercase ASCII paths that are the fold key of an odd name (and live here) are the
+    // only others a clash can involve.
+    let mut keys: Vec<String> = odd
         .iter()
-        .filter(|r| !r.deleted && !held.contains(&r.path))
-        .map(|r| r.path.as_str());
-    for clash in clashes(live) {
+        .filter(|(p, _)| !folds_to_itself(p))
+        .map(|(p, _)| fold_key(p))
+        .filter(|k| folds_to_itself(k))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut plain: Vec<(String, u64)> = Vec::new();
+    for k in keys {
+        if let Some(r) = index.get(&k)? {
+            if !r.deleted {
+                plain.push((k, r.sequence));
+            }
+        }
+    }
+    let sequences: HashMap<&str, u64> = odd
+        .iter()
+        .chain(plain.iter())
+        .map(|(p, s)| (p.as_str(), *s))
+        .collect();
+    let mut candidates: Vec<&str> = odd
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .filter(|p| !folds_to_itself(p) && !held.contains_key(*p))
+        .chain(plain.iter().map(|(p, _)| p.as_str()))
+        .collect();
+    candidates.sort_unstable();
+    for clash in clashes(candidates) {
         let (keep, rest) = match clash.paths().split_first() {
             Some(x) => x,
             None => continue,
         };
         for p in rest {
-            held.insert(p.clone());
+            held.insert(p.clone(), sequences.get(p.as_str()).copied().unwrap_or(0));
             out.skipped.push(Skipped {
                 path: p.clone(),
                 reason: format!(
@@ -388,71 +397,76 @@ fn check_local_names(
             });
         }
     }
-    for r in files
-        .iter()
-        .filter(|r| !r.deleted && !held.contains(&r.path))
-    {
-        if let Some(why) = windows_problem(&r.path) {
+    for (path, _) in odd.iter().filter(|(p, _)| !held.contains_key(p)) {
+        if let Some(why) = windows_problem(path) {
             out.warnings.push(Skipped {
-                path: r.path.clone(),
+                path: path.clone(),
                 reason: format!("synced, but cannot exist on Windows: {why}"),
             });
         }
     }
-    if held.is_empty() {
-        return (held, None);
+    let first_held = held.values().copied().min();
+    let mut held_files = 0;
+    for p in held.keys() {
+        if index
+            .get(p)?
+            .is_some_and(|r| r.kind == crate::index::EntryKind::File)
+        {
+            held_files += 1;
+        }
     }
-    let first = files
-        .iter()
-        .filter(|r| held.contains(&r.path))
-        .map(|r| r.sequence)
-        .min();
-    Arc::make_mut(files).retain(|r| !held.contains(&r.path));
-    (held, first)
+    Ok(LocalNames {
+        held: held.into_keys().collect(),
+        first_held,
+        held_files,
+    })
 }
 
 /// Drops (and reports) peer entries whose names are not NFC or would clash here with another
-/// name (case or normalisation), so none is ever written over another.
+/// name (case or normalisation), so none is ever written over another. `odd` are our live
+/// paths that may clash ([`crate::fs::is_odd`]).
 fn check_peer_names(
     remote: Vec<FileRecord>,
     local: &Indexed,
-    held: &HashSet<String>,
+    odd: &[(String, u64)],
     out: &mut RoundOutcome,
-) -> Vec<FileRecord> {
+) -> Result<Vec<FileRecord>> {
     if remote.is_empty() {
-        return remote;
+        return Ok(remote);
     }
     let mut drop: HashSet<String> = HashSet::new();
     // Each folded name (case and Unicode form) and the path that holds it: ours first, then
     // the peer's in its (sorted) order; a later path with a taken key would clobber it.
     // Only keys of names with uppercase or non-ASCII letters can be shared by two paths (see
     // `folds_to_itself`): those keys, and the paths holding them, are all that is tracked.
-    let ours = || {
-        local
-            .values()
-            .filter(|r| !r.deleted)
-            .map(|r| r.path.as_str())
-            .chain(held.iter().map(String::as_str))
+    let ours_odd = || {
+        odd.iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| !folds_to_itself(p))
     };
-    let theirs = || {
+    let theirs_odd = || {
         remote
             .iter()
-            .filter(|r| !r.deleted)
+            .filter(|r| !r.deleted && !folds_to_itself(&r.path))
             .map(|r| r.path.as_str())
     };
-    let keys: HashSet<String> = ours()
-        .chain(theirs())
-        .filter(|p| !folds_to_itself(p))
-        .map(fold_key)
-        .collect();
+    let keys: HashSet<String> = ours_odd().chain(theirs_odd()).map(fold_key).collect();
     let may_clash = |p: &str| !keys.is_empty() && (!folds_to_itself(p) || keys.contains(p));
-    let mut taken: HashMap<String, &str> = ours()
-        .filter(|p| may_clash(p))
-        .map(|p| (fold_key(p), p))
-        .collect();
+    // Ours: the odd names (held ones included) and the plain paths that are one of the keys.
+    let mut taken: HashMap<String, &str> = HashMap::new();
+    let mut plain: Vec<&str> = keys.iter().map(String::as_str).filter(|k| folds_to_itself(k)).collect();
+    plain.sort_unstable();
+    for k in plain {
+        if local.get(k)?.is_some_and(|r| !r.deleted) {
+            taken.insert(k.to_owned(), k);
+        }
+    }
+    for p in ours_odd() {
+        taken.insert(fold_key(p), p);
+    }
     for r in &remote {
         // Held back here: whatever the peer has at that name waits until it is renamed.
-        if to_wire(&r.path) != r.path.as_str() || held.contains(&r.path) {
+        if to_wire(&r.path) != r.path.as_str() || local.is_held(&r.path) {
             drop.insert(r.path.clone());
             continue;
         }
@@ -471,15 +485,14 @@ fn check_peer_names(
     }
     let (kept, dropped): (Vec<_>, Vec<_>) =
         remote.into_iter().partition(|r| !drop.contains(&r.path));
-    for r in kept
-        .iter()
-        .filter(|r| !r.deleted && !local.contains_key(r.path.as_str()))
-    {
+    for r in kept.iter().filter(|r| !r.deleted) {
         if let Some(why) = windows_problem(&r.path) {
-            out.warnings.push(Skipped {
-                path: r.path.clone(),
-                reason: format!("synced, but cannot exist on Windows: {why}"),
-            });
+            if !local.contains_key(r.path.as_str())? {
+                out.warnings.push(Skipped {
+                    path: r.path.clone(),
+                    reason: format!("synced, but cannot exist on Windows: {why}"),
+                });
+            }
         }
     }
     for r in dropped.into_iter().filter(|r| !r.deleted) {
@@ -490,7 +503,44 @@ fn check_peer_names(
             path: r.path,
         });
     }
-    kept
+    Ok(kept)
+}
+
+/// Sends our index to a peer that pulls (`peer`; `None`: an empty index), from a blocking
+/// thread: only the records changed since `knows`, the sequence up to which it applied ours
+/// (everything when it claims more than our `sequence`, which a lost store causes), never
+/// one it gave us itself.
+fn send_index(
+    files: &Indexed,
+    sender: &tokio::sync::mpsc::Sender<Message>,
+    peer: Option<DeviceId>,
+    knows: u64,
+    sequence: u64,
+) -> Result<()> {
+    let send = |entries: Vec<crate::protocol::IndexEntry>, last: bool| {
+        sender
+            .blocking_send(Message::FileIndex(FileIndex { entries, last }))
+            .is_ok()
+    };
+    let Some(peer) = peer.filter(|_| knows != sequence) else {
+        // Nothing changed since the peer's last round (or it takes nothing): one empty batch.
+        send(Vec::new(), true);
+        return Ok(());
+    };
+    let mut batch = Vec::with_capacity(INDEX_BATCH_ENTRIES);
+    for r in files.records()? {
+        let r = r?;
+        if (r.sequence > knows || knows > sequence) && r.origin != Some(peer) {
+            batch.push(r.to_entry());
+            if batch.len() == INDEX_BATCH_ENTRIES {
+                if !send(std::mem::replace(&mut batch, Vec::with_capacity(INDEX_BATCH_ENTRIES)), false) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    send(batch, true);
+    Ok(())
 }
 
 /// Decides every path of the peer's index against ours (`us` and `peer`: the two devices).
@@ -501,53 +551,58 @@ fn plan_round(
     ignore: &crate::fs::IgnoreRules,
     (us, peer): (DeviceId, DeviceId),
     out: &mut RoundOutcome,
-) -> LocalPlan {
+) -> Result<LocalPlan> {
     let mask = umask();
     let mut plan = LocalPlan::default();
 
     // Conflict copies the peer already has (made there in an earlier round): ours would land
-    // on the same name with the same loser, so ours goes into versions instead.
-    let remote_paths: HashSet<String> = remote.iter().map(|r| r.path.clone()).collect();
-    for r in remote {
+    // on the same name with the same loser, so ours goes into versions instead. The peer's
+    // index is in path order (`receive_index` checks it).
+    let in_remote = |p: &str| {
+        remote
+            .binary_search_by(|r| r.path.as_str().cmp(p))
+            .is_ok()
+    };
+    for r in &remote {
         // Ignored here: neither fetched nor deleted, whatever the peer did.
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
             continue;
         }
-        let here = local.get(&r.path);
-        let d = reconcile(here, &r, rule, mask, us);
+        let here = local.get(&r.path)?;
+        let d = reconcile(here.as_ref(), r, rule, mask, us);
         if let Some(c) = d.conflict {
             out.conflicts.push(c);
         }
         match (d.action, d.record) {
             (Action::Keep, _) => {}
             (action, Some(record)) => {
-                let copy_taken = matches!(&action, Action::ConflictCopy { copy, .. }
-                    if local.contains_key(copy.as_str()) || remote_paths.contains(copy));
+                let copy_taken = match &action {
+                    Action::ConflictCopy { copy, .. } => {
+                        in_remote(copy) || local.contains_key(copy.as_str())?
+                    }
+                    _ => false,
+                };
                 // Taken as the peer sent it: no need to send it back to that peer.
                 let mut record = record;
                 if record.version == r.version {
                     record.origin = Some(peer);
                 }
-                plan.push(here.cloned(), action, record, copy_taken)
+                plan.push(here, action, record, copy_taken)
             }
             (_, None) => {}
         }
     }
-    plan
+    Ok(plan)
 }
 
-/// Refuses a peer index that would delete every file we have (a peer whose folder vanished
+/// Refuses a peer index that would delete every file we have (`live` of them) (a peer whose folder vanished
 /// and whose own guard was overridden, or a hostile one), unless allowed.
 fn guard_mass_deletion(
     folder: &Folder,
-    local: &Indexed,
+    live: usize,
     plan: &LocalPlan,
     cfg: &RoundConfig,
 ) -> Result<()> {
-    let live = local
-        .values()
-        .filter(|r| !r.deleted && r.kind == crate::index::EntryKind::File)
-        .count();
     let deleting = plan.deleted_files();
     if cfg.allow_mass_delete || live == 0 || deleting < live || plan.writes_files() {
         return Ok(());
@@ -565,7 +620,7 @@ async fn scan_with_heartbeats(
     link: &Link,
     folder: &Arc<Folder>,
     cfg: &RoundConfig,
-) -> Result<ScanResult> {
+) -> Result<(ScanResult, crate::index::Snapshot)> {
     let f = Arc::clone(folder);
     let (allow, keep, versions) = (cfg.allow_mass_delete, cfg.tombstone_keep, cfg.versions_keep);
     let scan = tokio::task::spawn_blocking(move || {
