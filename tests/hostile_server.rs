@@ -397,7 +397,7 @@ async fn a_path_too_deep_for_the_folder_fails_alone_and_creates_no_folder() {
     // The case: 4,095 bytes in 2,048 one-letter components.
     let deep = vec!["a"; 2048].join("/");
     assert_eq!(deep.len(), 4095);
-    let (port, server) = serving(vec![entry("fine.txt", b"ok"), entry(&deep, b"deep")], |p| {
+    let (port, server) = serving(vec![entry(&deep, b"deep"), entry("fine.txt", b"ok")], |p| {
         Ok(if p == "fine.txt" { b"ok" } else { b"deep" })
     })
     .await;

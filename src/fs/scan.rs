@@ -89,8 +89,12 @@ pub struct ScanContext<'a> {
     /// so a first scan of a big folder never holds all its records. Called only once a live
     /// file was found: a scan that finds none (a vanished folder) commits nothing before its
     /// caller's mass-deletion guard sees it.
-    pub flush: Option<&'a mut dyn FnMut(&[FileRecord], u64) -> Result<()>>,
+    pub flush: Option<&'a mut Flush<'a>>,
 }
+
+/// Commits a batch of a scan's changed records with the sequence so far
+/// ([`ScanContext::flush`]).
+pub type Flush<'a> = dyn FnMut(&[FileRecord], u64) -> Result<()> + 'a;
 
 /// A temp file found by the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,7 +436,8 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
                     versioned.files.push(placeholder());
                 }
                 if pending.len() == HASH_BATCH {
-                    unfilled |= settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))?;
+                    unfilled |=
+                        settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))?;
                 }
             }
         }
@@ -441,8 +446,8 @@ pub fn scan_versioned(root: &Path, ctx: ScanContext<'_>) -> Result<ScanResult> {
         gone(&mut versioned, rec);
     }
     versioned.out.known_files = previous.live_files;
-    let unfilled = settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))?
-        || unfilled;
+    let unfilled =
+        settle_hashed(&mut versioned, &beneath, std::mem::take(&mut pending))? || unfilled;
     if unfilled && versioned.list {
         versioned.files.retain(|r| !r.path.is_empty());
     }
@@ -587,7 +592,7 @@ fn placeholder() -> FileRecord {
 
 /// Gives local changes their versions as the scan finds them.
 struct Versioner<'a, 'b> {
-    flush: Option<&'b mut dyn FnMut(&[FileRecord], u64) -> Result<()>>,
+    flush: Option<&'b mut Flush<'b>>,
     /// Every record, as [`ScanResult::files`] (when listing).
     files: Vec<FileRecord>,
     list: bool,
@@ -731,6 +736,79 @@ mod tests {
         .unwrap();
         store.commit(&scan.changed, &[], seq).unwrap();
         scan
+    }
+
+    /// Scans with a flush that commits, as a folder model does; returns the scan and how
+    /// many records were flushed during it.
+    fn scan_flushing(root: &Path, store: &IndexStore) -> (ScanResult, usize, u64) {
+        let mut seq = store.sequence().unwrap();
+        let mut flushed = 0;
+        let mut flush = |batch: &[FileRecord], sequence: u64| {
+            flushed += batch.len();
+            store.commit(batch, &[], sequence)
+        };
+        let scan = scan_versioned(
+            root,
+            ScanContext {
+                previous: Box::new(store.records().unwrap()),
+                device: Some(DeviceId(7)),
+                ignored: &|_, _| false,
+                sequence: &mut seq,
+                now_ns: 99,
+                list: false,
+                tombstone_keep_ns: i64::MAX,
+                flush: Some(&mut flush),
+            },
+        )
+        .unwrap();
+        (scan, flushed, seq)
+    }
+
+    #[test]
+    fn a_big_scan_commits_in_batches_but_never_before_it_found_a_live_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("f");
+        let n = FLUSH_RECORDS + 808;
+        for i in 0..n {
+            let sub = root.join(format!("d{:02}", i % 50));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("{i}")), i.to_string()).unwrap();
+        }
+        let store = IndexStore::open(&root).unwrap();
+        let (scan, flushed, seq) = scan_flushing(&root, &store);
+        assert!(
+            flushed >= FLUSH_RECORDS,
+            "flushed {flushed} of {n} files during the scan"
+        );
+        assert!(
+            scan.files.is_empty(),
+            "a scan that does not list keeps no records"
+        );
+        assert_eq!(scan.live_files, n);
+        store.commit(&scan.changed, &[], seq).unwrap();
+        assert_eq!(
+            store.records().unwrap().count(),
+            n + 50,
+            "every file and folder is in the store once the rest is committed"
+        );
+        // Every file gone: thousands of tombstones, and not one may reach the store before
+        // the caller's mass-deletion guard has seen that no live file is left.
+        for i in 0..50 {
+            std::fs::remove_dir_all(root.join(format!("d{i:02}"))).unwrap();
+        }
+        let (scan, flushed, _) = scan_flushing(&root, &store);
+        assert_eq!(flushed, 0, "a scan that found no live file flushed nothing");
+        assert_eq!(scan.live_files, 0);
+        assert_eq!(scan.known_files, n);
+        assert_eq!(
+            scan.changed.len(),
+            n + 50,
+            "the deletions wait for the caller"
+        );
+        assert!(
+            store.records().unwrap().all(|r| !r.unwrap().deleted),
+            "the store still holds every file as live"
+        );
     }
 
     #[test]

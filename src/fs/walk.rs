@@ -231,7 +231,10 @@ impl Iterator for PathOrder {
                 return Some(w);
             }
             // A subfolder whose listing failed has none: what the store knew below it stays.
-            if let Some(listed) = top.folders[i].take().and_then(|f| self.by_folder.remove(&f)) {
+            if let Some(listed) = top.folders[i]
+                .take()
+                .and_then(|f| self.by_folder.remove(&f))
+            {
                 self.stack.push(Frame::new(listed));
             }
         }

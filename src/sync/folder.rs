@@ -306,7 +306,8 @@ impl Folder {
         }
         let expired = std::mem::take(&mut scan.expired);
         if !expired.is_empty() {
-            let gone: std::collections::HashSet<&str> = expired.iter().map(String::as_str).collect();
+            let gone: std::collections::HashSet<&str> =
+                expired.iter().map(String::as_str).collect();
             scan.changed.retain(|r| !gone.contains(r.path.as_str()));
         }
         // A scan that found nothing new writes nothing (a commit is a disk sync).

@@ -5,10 +5,10 @@
 //! Either end may request files from the other at any time after it received its index, so
 //! every wait for a message goes through [`Link::next`], which keeps serving meanwhile.
 
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -99,16 +99,25 @@ pub(crate) struct Fetch {
     /// What the store holds once it is written (the peer's record, versions merged).
     record: FileRecord,
     hash: Hash,
-    /// Temp-file name, in the target's folder.
-    part: String,
-    /// The temp file relative to the root (as the scan reports parts).
-    part_rel: String,
     /// For messages only: every write goes through descriptors, never this path.
     target: PathBuf,
     /// Permission bits the file gets: the sender's, narrowed by our umask.
     mode: u32,
     /// What must still be at the target when the file is finished.
     expect: Expect,
+}
+
+impl Fetch {
+    /// Temp-file name, in the target's folder (made when needed: a million fetches hold no
+    /// million names).
+    fn part(&self) -> String {
+        part_name(&self.rel, &self.hash)
+    }
+
+    /// The temp file relative to the root (as the scan reports parts).
+    fn part_rel(&self) -> String {
+        part_rel(&self.rel, &self.hash)
+    }
 }
 
 enum WriteCmd {
@@ -214,16 +223,6 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
                 )
                 .await);
             }
-            // In strictly increasing path order (the store's): a repeat is caught by the same
-            // comparison, without a set of every path.
-            if let Some(before) = out.last().filter(|b| b.path.as_str() >= rel.as_str()) {
-                let why = if before.path == rel.as_str() {
-                    format!("{shown} listed twice")
-                } else {
-                    format!("{shown} out of path order in the index")
-                };
-                return Err(fail_peer(link, Error::protocol(why)).await);
-            }
             let mut rec = FileRecord::from_entry(&entry, hash);
             rec.path = rel.as_str().to_owned();
             match rec.kind {
@@ -244,6 +243,16 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
                     }
                 }
                 _ => {}
+            }
+            // In strictly increasing path order (the store's): a repeat is caught by the same
+            // comparison, without a set of every path.
+            if let Some(before) = out.last().filter(|b| b.path.as_str() >= rel.as_str()) {
+                let why = if before.path == rel.as_str() {
+                    format!("{shown} listed twice")
+                } else {
+                    format!("{shown} out of path order in the index")
+                };
+                return Err(fail_peer(link, Error::protocol(why)).await);
             }
             out.push(rec);
         }
@@ -484,8 +493,6 @@ impl Local<'_> {
             Apply::Fetch => {
                 let hash = record.hash;
                 Ok(Some(Fetch {
-                    part: part_name(&rel, &hash),
-                    part_rel: part_rel(&rel, &hash),
                     target: rel.under(self.folder.root()),
                     mode: local_mode(record.mode),
                     rel,
@@ -551,7 +558,7 @@ impl Local<'_> {
             .open_read(&src_rel)
             .map_err(|e| Error::io(src.to_owned(), e))?;
         let dir = self.writes.parent(&fetch.rel, true)?;
-        let mut w = PartWriter::create(dir, &fetch.part)?;
+        let mut w = PartWriter::create(dir, &fetch.part())?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = file
@@ -876,7 +883,7 @@ pub(crate) async fn fetch_all(
         .filter(|p| p.resumable)
         .map(|p| (p.rel.clone(), p.len))
         .collect();
-    let writing = folder.writing(fetches.iter().map(|f| f.part_rel.clone()).collect());
+    let writing = folder.writing(fetches.iter().map(Fetch::part_rel).collect());
     let (received, failures, bytes) =
         transfer(link, folder, fetches, &resumable, cfg, hooks, peer_done).await?;
     drop(writing);
@@ -943,7 +950,7 @@ async fn transfer(
     // found to be a regular file with one link (the writer checks again on its descriptor).
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
     for (i, f) in fetches.iter().enumerate() {
-        let offset = match parts.get(&f.part_rel) {
+        let offset = match parts.get(&f.part_rel()) {
             Some(&len) if len <= f.record.size => len,
             _ => 0,
         };
@@ -1337,9 +1344,9 @@ fn open_slot(f: &Fetch, writes: &mut WriteRoot, offset: u64) -> Slot {
         Err(e) => return Slot::Skipping(failure(e, f)),
     };
     let opened = if offset == 0 {
-        PartWriter::create(dir, &f.part).map(Some)
+        PartWriter::create(dir, &f.part()).map(Some)
     } else {
-        PartWriter::resume(dir, &f.part, offset)
+        PartWriter::resume(dir, &f.part(), offset)
     };
     match opened {
         Ok(Some(w)) => Slot::Writing(Box::new(w)),

@@ -236,9 +236,15 @@ async fn round(
     });
     let (sent, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
     let remote = remote?;
-    if let Err(e) = sent.map_err(|e| Error::Store(e.to_string())).and_then(|r| r) {
-        link.fail(ErrorCode::Io, format!("the peer cannot read its index: {e}"))
-            .await;
+    if let Err(e) = sent
+        .map_err(|e| Error::Store(e.to_string()))
+        .and_then(|r| r)
+    {
+        link.fail(
+            ErrorCode::Io,
+            format!("the peer cannot read its index: {e}"),
+        )
+        .await;
         return Err(e);
     }
     let mut peer_done: Option<SyncComplete> = None;
@@ -454,7 +460,11 @@ fn check_peer_names(
     let may_clash = |p: &str| !keys.is_empty() && (!folds_to_itself(p) || keys.contains(p));
     // Ours: the odd names (held ones included) and the plain paths that are one of the keys.
     let mut taken: HashMap<String, &str> = HashMap::new();
-    let mut plain: Vec<&str> = keys.iter().map(String::as_str).filter(|k| folds_to_itself(k)).collect();
+    let mut plain: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| folds_to_itself(k))
+        .collect();
     plain.sort_unstable();
     for k in plain {
         if local.get(k)?.is_some_and(|r| !r.deleted) {
@@ -532,10 +542,10 @@ fn send_index(
         let r = r?;
         if (r.sequence > knows || knows > sequence) && r.origin != Some(peer) {
             batch.push(r.to_entry());
-            if batch.len() == INDEX_BATCH_ENTRIES {
-                if !send(std::mem::replace(&mut batch, Vec::with_capacity(INDEX_BATCH_ENTRIES)), false) {
-                    return Ok(());
-                }
+            let full = batch.len() == INDEX_BATCH_ENTRIES;
+            let next = || Vec::with_capacity(INDEX_BATCH_ENTRIES);
+            if full && !send(std::mem::replace(&mut batch, next()), false) {
+                return Ok(());
             }
         }
     }
@@ -558,11 +568,7 @@ fn plan_round(
     // Conflict copies the peer already has (made there in an earlier round): ours would land
     // on the same name with the same loser, so ours goes into versions instead. The peer's
     // index is in path order (`receive_index` checks it).
-    let in_remote = |p: &str| {
-        remote
-            .binary_search_by(|r| r.path.as_str().cmp(p))
-            .is_ok()
-    };
+    let in_remote = |p: &str| remote.binary_search_by(|r| r.path.as_str().cmp(p)).is_ok();
     for r in &remote {
         // Ignored here: neither fetched nor deleted, whatever the peer did.
         if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
