@@ -30,4 +30,5 @@ pub use protocol::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, PROTOCOL_
 pub use sync::admission::DEFAULT_SECRET;
 pub use sync::{
     Client, ClientConfig, ClientStatus, PeerConfig, Server, ServerConfig, ServerStatus, SyncStats,
+    SEGMENT_ENTRIES,
 };

@@ -191,12 +191,19 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
     let roots: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
-    let server = Running::start(roots[0]).await;
+    // The server and client B plan and apply the peer's index in segments of two and three
+    // entries (through the store), as a million-file index is; A and C hold it whole.
+    let mut config = ssp::ServerConfig::new(SECRET, roots[0], "127.0.0.1", 0);
+    config.segment_entries = 3;
+    let server = Running::start_with(config).await;
     let clients: Vec<Client> = (1..REPLICAS)
         .map(|i| {
             let mut c = ClientConfig::new(SECRET, roots[i], "127.0.0.1", server.port);
             // Deleting every file is a legal history here, not an unmounted drive.
             c.allow_mass_delete = true;
+            if NAMES[i] == "B" {
+                c.segment_entries = 2;
+            }
             Client::new(c)
         })
         .collect();

@@ -549,3 +549,54 @@ async fn a_vanished_folder_root_stops_the_sync_and_deletes_nothing_anywhere() {
     assert_same(p.s(), p.c());
     p.server.stop().await;
 }
+
+#[tokio::test]
+async fn an_index_applied_in_segments_ends_as_one_applied_whole() {
+    // (segment entries on both sides, case)
+    for (segment, case) in [(2, "segments of two"), (ssp::SEGMENT_ENTRIES, "whole")] {
+        let files: Vec<(String, String)> = (0..7)
+            .flat_map(|i| {
+                [
+                    (format!("a/{i}/deep.txt"), format!("a{i}")),
+                    (format!("b{i}.txt"), format!("b{i}")),
+                ]
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+        let p = Pair::with(&files, |c| c.segment_entries = segment).await;
+        let mut config = config(p.c(), p.server.port, SyncMode::TwoWay);
+        config.segment_entries = segment;
+        let client = Client::new(config);
+        client
+            .sync(None)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: first sync: {e}"));
+        assert_same(p.s(), p.c());
+        // The server deletes a whole tree (its folders must go deepest first) and edits;
+        // the client adds and edits: both reach the other side.
+        std::fs::remove_dir_all(p.s().join("a")).unwrap();
+        write(p.s(), "b1.txt", b"edited on the server");
+        write(p.s(), "new/on/server.txt", b"new");
+        write(p.c(), "b5.txt", b"edited on the client");
+        write(p.c(), "c/new.txt", b"from the client");
+        client
+            .sync(None)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: second sync: {e}"));
+        client
+            .sync(None)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: third sync: {e}"));
+        assert_same(p.s(), p.c());
+        assert!(
+            !p.c().join("a").exists(),
+            "{case}: the deleted folders are gone"
+        );
+        assert_eq!(read(p.c(), "b1.txt"), "edited on the server", "{case}");
+        assert_eq!(read(p.s(), "b5.txt"), "edited on the client", "{case}");
+        assert_eq!(tree(p.s()).len(), 9, "{case}: {:?}", tree(p.s()));
+        assert!(common::temp_files(p.c()).is_empty(), "{case}");
+        let stats = client.sync(None).await.unwrap();
+        assert_eq!(stats.files_total, 0, "{case}: nothing is left to fetch");
+    }
+}

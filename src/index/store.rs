@@ -17,6 +17,9 @@ const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// The folder's own facts: `device` (its ID, 8 bytes) and `sequence` (its change counter).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STORE_FILE: &str = "index.redb";
+/// Tables named so hold a round's scratch data (a peer's big index): never kept past the
+/// round, and dropped at the next open if a crash left one.
+const SCRATCH_PREFIX: &str = "scratch:";
 /// redb's page cache (its default is 1 GiB, which a full pass over a big index fills and
 /// keeps): the interior pages of a million-record index fit many times over, and a scan's
 /// one sequential pass over the leaves gains nothing from keeping them.
@@ -71,7 +74,67 @@ impl IndexStore {
             })?;
         let store = IndexStore { db };
         store.upgrade()?;
+        store.drop_scratch_tables()?;
         Ok(store)
+    }
+
+    /// Drops scratch tables a crashed round left.
+    fn drop_scratch_tables(&self) -> Result<()> {
+        let names: Vec<String> = {
+            let txn = self.db.begin_read().map_err(store_err)?;
+            let names = txn
+                .list_tables()
+                .map_err(store_err)?
+                .map(|t| redb::TableHandle::name(&t).to_owned())
+                .filter(|n| n.starts_with(SCRATCH_PREFIX))
+                .collect();
+            names
+        };
+        if names.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(store_err)?;
+        for n in &names {
+            txn.delete_table(TableDefinition::<&str, &[u8]>::new(n))
+                .map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// Appends `records` to the scratch table `name` (made on first use), without a disk sync:
+    /// scratch data need not survive a crash.
+    pub fn scratch_put(&self, name: &str, records: &[FileRecord]) -> Result<()> {
+        let table = format!("{SCRATCH_PREFIX}{name}");
+        let mut txn = self.db.begin_write().map_err(store_err)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(store_err)?;
+        {
+            let mut t = txn
+                .open_table(TableDefinition::<&str, &[u8]>::new(&table))
+                .map_err(store_err)?;
+            for rec in records {
+                let v = super::encoding::encode(rec);
+                t.insert(rec.path.as_str(), v.as_slice())
+                    .map_err(store_err)?;
+            }
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    /// The scratch table `name` as it is now.
+    pub fn scratch_snapshot(&self, name: &str) -> Result<Snapshot> {
+        self.snapshot_of(&format!("{SCRATCH_PREFIX}{name}"))
+    }
+
+    /// Drops the scratch table `name`.
+    pub fn scratch_drop(&self, name: &str) -> Result<()> {
+        let table = format!("{SCRATCH_PREFIX}{name}");
+        let mut txn = self.db.begin_write().map_err(store_err)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(store_err)?;
+        txn.delete_table(TableDefinition::<&str, &[u8]>::new(&table))
+            .map_err(store_err)?;
+        txn.commit().map_err(store_err)
     }
 
     /// Rewrites the JSON records of an older store in the binary form, once (a later open
@@ -123,8 +186,12 @@ impl IndexStore {
     /// The records as the last commit left them, for as long as the snapshot is kept: later
     /// commits do not change what it reads.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_of(redb::TableHandle::name(&FILES))
+    }
+
+    fn snapshot_of(&self, table: &str) -> Result<Snapshot> {
         let txn = self.db.begin_read().map_err(store_err)?;
-        let files = match txn.open_table(FILES) {
+        let files = match txn.open_table(TableDefinition::<&str, &[u8]>::new(table)) {
             Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(store_err(e)),
@@ -279,7 +346,23 @@ impl Snapshot {
             Some(t) => Some(t.range::<&str>(..).map_err(store_err)?),
             None => None,
         };
-        Ok(Records { range })
+        Ok(Records { range, rev: false })
+    }
+
+    /// The records after `after` in path order (`rev`: those before it, in reverse order;
+    /// `None`: from the first, or the last).
+    pub fn records_from(&self, after: Option<&str>, rev: bool) -> Result<Records> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let bounds = match (after, rev) {
+            (None, _) => (Unbounded, Unbounded),
+            (Some(a), false) => (Excluded(a), Unbounded),
+            (Some(a), true) => (Unbounded, Excluded(a)),
+        };
+        let range = match &self.files {
+            Some(t) => Some(t.range::<&str>(bounds).map_err(store_err)?),
+            None => None,
+        };
+        Ok(Records { range, rev })
     }
 
     /// The record at `path` (`None` also for a record that cannot be read).
@@ -301,6 +384,8 @@ impl std::fmt::Debug for Snapshot {
 /// The store's records in path order; see [`IndexStore::records`].
 pub struct Records {
     range: Option<redb::Range<'static, &'static str, &'static [u8]>>,
+    /// From the last record back.
+    rev: bool,
 }
 
 impl Iterator for Records {
@@ -308,7 +393,12 @@ impl Iterator for Records {
 
     fn next(&mut self) -> Option<Result<FileRecord>> {
         loop {
-            let item = self.range.as_mut()?.next()?;
+            let range = self.range.as_mut()?;
+            let item = if self.rev {
+                range.next_back()?
+            } else {
+                range.next()?
+            };
             match item {
                 Ok((k, v)) => {
                     if let Some(rec) = super::encoding::decode(k.value(), v.value()) {

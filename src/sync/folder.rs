@@ -416,6 +416,11 @@ impl Folder {
 
     /// Holds the folder's index still while a change is checked and applied on disk (the
     /// finish step: the target is still what the plan saw) and its record stored.
+    /// The folder's store, for a round's scratch tables ([`super::incoming::Remote`]).
+    pub(crate) fn store(&self) -> &IndexStore {
+        &self.store
+    }
+
     pub(crate) fn hold(&self) -> Held<'_> {
         Held {
             folder: self,

@@ -4,6 +4,7 @@
 pub mod admission;
 mod client;
 mod folder;
+mod incoming;
 mod link;
 mod pull;
 mod server;
@@ -59,7 +60,15 @@ pub struct PeerConfig {
     /// How long the record of a deletion is kept (a replica away for longer may bring the file
     /// back).
     pub tombstone_keep: Duration,
+    /// Entries of the peer's index planned and applied together ([`SEGMENT_ENTRIES`] by
+    /// default): a bigger index waits in a scratch table of the folder's store, not in memory,
+    /// and is applied segment by segment.
+    pub segment_entries: usize,
 }
+
+/// Default [`PeerConfig::segment_entries`]: a segment of this many entries takes some tens of
+/// MB; a million-file index takes 16 segments.
+pub const SEGMENT_ENTRIES: usize = 65_536;
 
 impl PeerConfig {
     /// A config with the default chunk size.
@@ -85,6 +94,7 @@ impl PeerConfig {
             allow_mass_delete: false,
             versions_keep: Some(days(crate::fs::DEFAULT_VERSIONS_KEEP_DAYS)),
             tombstone_keep: days(folder::DEFAULT_TOMBSTONE_KEEP_DAYS),
+            segment_entries: SEGMENT_ENTRIES,
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::folder::{Folder, Held};
+use super::incoming::Remote;
 use super::link::{silent_peer, Link};
 use super::session::{RoundConfig, RoundOutcome};
 use crate::error::{Error, Result};
@@ -146,6 +147,8 @@ pub(crate) struct PullLimits {
     pub max_index_entries: usize,
     pub max_index_path_bytes: usize,
     pub progress_timeout: Duration,
+    /// [`super::PeerConfig::segment_entries`].
+    pub segment_entries: usize,
 }
 
 impl From<&super::PeerConfig> for PullLimits {
@@ -154,6 +157,7 @@ impl From<&super::PeerConfig> for PullLimits {
             max_index_entries: c.max_index_entries,
             max_index_path_bytes: c.max_index_path_bytes,
             progress_timeout: c.progress_timeout,
+            segment_entries: c.segment_entries,
         }
     }
 }
@@ -182,8 +186,12 @@ async fn fail_peer(link: &Link, e: Error) -> Error {
 /// Receives and validates the peer's whole index. Anything hostile aborts the round before
 /// any write; every batch is checked against the limits before it is kept, so memory stays
 /// bounded by them whatever the peer sends.
-pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Result<Vec<FileRecord>> {
-    let mut out: Vec<FileRecord> = Vec::new();
+pub(crate) async fn receive_index(
+    link: &mut Link,
+    folder: &Arc<Folder>,
+    limits: &PullLimits,
+) -> Result<Remote> {
+    let mut out = Remote::new(folder, limits.segment_entries);
     let mut tally = IndexTally::default();
     loop {
         let batch = match link.next(limits.progress_timeout, "the index").await? {
@@ -246,17 +254,18 @@ pub(crate) async fn receive_index(link: &mut Link, limits: &PullLimits) -> Resul
             }
             // In strictly increasing path order (the store's): a repeat is caught by the same
             // comparison, without a set of every path.
-            if let Some(before) = out.last().filter(|b| b.path.as_str() >= rel.as_str()) {
-                let why = if before.path == rel.as_str() {
+            if let Some(before) = out.last_path().filter(|b| *b >= rel.as_str()) {
+                let why = if before == rel.as_str() {
                     format!("{shown} listed twice")
                 } else {
                     format!("{shown} out of path order in the index")
                 };
                 return Err(fail_peer(link, Error::protocol(why)).await);
             }
-            out.push(rec);
+            out.push(rec)?;
         }
         if batch.last {
+            out.finish()?;
             return Ok(out);
         }
     }
@@ -279,7 +288,7 @@ pub(crate) struct LocalPlan {
     items: Vec<Planned>,
     /// A local file for each content hash we hold (non-empty files): a renamed or copied file
     /// is copied from here instead of fetched again.
-    pub sources: HashMap<Hash, String>,
+    pub sources: Arc<HashMap<Hash, String>>,
 }
 
 impl LocalPlan {
@@ -298,55 +307,93 @@ impl LocalPlan {
         });
     }
 
-    /// Paths the plan changes.
-    pub fn len(&self) -> usize {
-        self.items.len()
+    /// What the plan does, counted (`want_sources`: with the hashes it may fetch).
+    pub fn tally(&self, want_sources: bool) -> PlanTally {
+        let mut tally = PlanTally::new(want_sources);
+        for p in &self.items {
+            tally.add(p.local.as_deref(), &p.action, &p.record);
+        }
+        tally
+    }
+}
+
+/// What a plan does, counted as it is made (a plan too big to hold is counted, then applied
+/// in segments).
+#[derive(Default)]
+pub(crate) struct PlanTally {
+    /// Paths it changes.
+    pub changes: usize,
+    /// Live local files it deletes.
+    pub deleted_files: usize,
+    /// Whether it writes a file or symlink.
+    pub writes_files: bool,
+    /// Files it may fetch, and their bytes.
+    pub fetches: u64,
+    pub fetch_bytes: u64,
+    /// Content hashes of those files (when `want_sources`).
+    pub wanted: HashSet<Hash>,
+    want_sources: bool,
+}
+
+impl PlanTally {
+    /// `want_sources`: collect the hashes to look for among our files (none when we hold none).
+    pub fn new(want_sources: bool) -> PlanTally {
+        PlanTally {
+            want_sources,
+            ..Default::default()
+        }
     }
 
-    /// Finds a local file for each content hash the plan may fetch (non-empty files), in one
-    /// pass over our index: a renamed or copied file is copied from it instead of fetched.
-    pub fn find_sources(&mut self, local: &super::link::Indexed) -> Result<()> {
-        let wanted: HashSet<Hash> = self
-            .items
-            .iter()
-            .filter(|p| !matches!(p.action, Action::Keep | Action::Apply(Apply::Delete)))
-            .filter(|p| !p.record.deleted && p.record.kind == EntryKind::File && p.record.size > 0)
-            .map(|p| p.record.hash)
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
+    /// Counts one decision (`here`: our record, `record`: what the path becomes).
+    pub fn add(&mut self, here: Option<&FileRecord>, action: &Action, record: &FileRecord) {
+        if matches!(action, Action::Keep) {
+            return;
         }
-        for r in local.records()? {
-            let r = r?;
-            if !r.deleted && r.kind == EntryKind::File && r.size > 0 && wanted.contains(&r.hash) {
-                self.sources.entry(r.hash).or_insert(r.path);
+        self.changes += 1;
+        if matches!(action, Action::Apply(Apply::Delete)) {
+            if here.is_some_and(|l| !l.deleted && l.kind == EntryKind::File) {
+                self.deleted_files += 1;
+            }
+            return;
+        }
+        let fetch = matches!(
+            action,
+            Action::Apply(Apply::Fetch) | Action::ConflictCopy { .. }
+        ) && !record.deleted
+            && record.kind == EntryKind::File;
+        if matches!(
+            action,
+            Action::Apply(Apply::Fetch | Apply::MakeLink) | Action::ConflictCopy { .. }
+        ) {
+            self.writes_files = true;
+        }
+        if fetch {
+            self.fetches += 1;
+            self.fetch_bytes = self.fetch_bytes.saturating_add(record.size);
+            if self.want_sources && record.size > 0 {
+                self.wanted.insert(record.hash);
             }
         }
-        Ok(())
     }
+}
 
-    /// Live local files the plan deletes.
-    pub fn deleted_files(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|p| {
-                matches!(p.action, Action::Apply(Apply::Delete))
-                    && p.local
-                        .as_ref()
-                        .is_some_and(|l| !l.deleted && l.kind == EntryKind::File)
-            })
-            .count()
+/// A local file for each of the content hashes `wanted` (non-empty live files), in one pass
+/// over our index.
+pub(crate) fn find_sources(
+    local: &super::link::Indexed,
+    wanted: &HashSet<Hash>,
+) -> Result<HashMap<Hash, String>> {
+    let mut sources = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(sources);
     }
-
-    /// Whether the plan writes any file or symlink.
-    pub fn writes_files(&self) -> bool {
-        self.items.iter().any(|p| {
-            matches!(
-                p.action,
-                Action::Apply(Apply::Fetch | Apply::MakeLink) | Action::ConflictCopy { .. }
-            )
-        })
+    for r in local.records()? {
+        let r = r?;
+        if !r.deleted && r.kind == EntryKind::File && r.size > 0 && wanted.contains(&r.hash) {
+            sources.entry(r.hash).or_insert(r.path);
+        }
     }
+    Ok(sources)
 }
 
 /// The disk side of a round that runs on one blocking thread: its descriptors and versions.
@@ -827,6 +874,23 @@ fn fits_locally(root_bytes: usize, rel: &RelPath) -> Result<(), String> {
 /// Room kept for the temp file's name next to a file (`fs::part_path` makes 51 bytes).
 const TEMP_NAME_BYTES_MAX: usize = 64;
 
+/// Where one call of [`fetch_all`] stands in its round.
+#[derive(Default)]
+pub(crate) struct SegmentOf {
+    /// The round's progress counters, when it fetches in several segments (then the round
+    /// reports the start and the end; each call only counts).
+    pub counters: Option<Arc<TransferCounters>>,
+    /// The round's last call: temp files nothing fetched are removed after it.
+    pub last: bool,
+}
+
+/// The connection a round fetches over, and where the peer's SYNC_COMPLETE goes if it comes
+/// meanwhile.
+pub(crate) struct Wire<'a> {
+    pub link: &'a mut Link,
+    pub peer_done: &'a mut Option<SyncComplete>,
+}
+
 /// What the fetches of a round did.
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
@@ -841,13 +905,13 @@ pub(crate) struct Fetched {
 /// writing each through a temp file that is verified and finished only onto what the plan
 /// saw. `peer_done` gets the peer's SYNC_COMPLETE if it arrives meanwhile.
 pub(crate) async fn fetch_all(
-    link: &mut Link,
+    wire: Wire<'_>,
     folder: &Arc<Folder>,
     mut fetches: Vec<Fetch>,
     parts: &[PartFile],
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut Option<SyncComplete>,
+    segment: &SegmentOf,
 ) -> Result<Fetched> {
     let mut out = Fetched {
         files_total: fetches.len() as u64,
@@ -867,7 +931,7 @@ pub(crate) async fn fetch_all(
     out.bytes_total = fetches
         .iter()
         .fold(0u64, |sum, f| sum.saturating_add(f.record.size));
-    if let Some(sink) = hooks.events {
+    if let Some(sink) = hooks.events.filter(|_| segment.counters.is_none()) {
         sink(Event::Progress(Progress {
             phase: "requesting",
             files_to_request: out.files_total,
@@ -884,9 +948,23 @@ pub(crate) async fn fetch_all(
         .map(|p| (p.rel.clone(), p.len))
         .collect();
     let writing = folder.writing(fetches.iter().map(Fetch::part_rel).collect());
-    let (received, failures, bytes) =
-        transfer(link, folder, fetches, &resumable, cfg, hooks, peer_done).await?;
+    let (received, failures, bytes) = transfer(
+        wire,
+        folder,
+        fetches,
+        &resumable,
+        cfg,
+        hooks,
+        segment.counters.as_ref(),
+    )
+    .await?;
     drop(writing);
+    if !segment.last {
+        out.received = received;
+        out.bytes = bytes;
+        out.failures.extend(failures);
+        return Ok(out);
+    }
     // Temp files no fetch of ours or of another round of this folder is writing can never be
     // resumed (their name holds content no longer wanted): no other process syncs the folder
     // (its store is ours), so they go now.
@@ -927,17 +1005,20 @@ fn remove_stale_parts(root: &std::path::Path, parts: &[String]) {
 type Transferred = (u64, Vec<(String, String)>, u64);
 
 async fn transfer(
-    link: &mut Link,
+    wire: Wire<'_>,
     folder: &Arc<Folder>,
     fetches: Vec<Fetch>,
     parts: &HashMap<String, u64>,
     cfg: &RoundConfig,
     hooks: &PullHooks<'_>,
-    peer_done: &mut Option<SyncComplete>,
+    shared: Option<&Arc<TransferCounters>>,
 ) -> Result<Transferred> {
+    let Wire { link, peer_done } = wire;
     let (chunk_size, patience) = (cfg.chunk_size, cfg.limits.progress_timeout);
     if fetches.is_empty() {
-        emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
+        if shared.is_none() {
+            emit_final(hooks, &TransferCounters::new(0, 0, chunk_size));
+        }
         return Ok((0, Vec::new(), 0));
     }
     let root = folder.root().to_path_buf();
@@ -945,7 +1026,11 @@ async fn transfer(
     let total_bytes = fetches
         .iter()
         .fold(0u64, |sum, f| sum.saturating_add(f.record.size));
-    let counters = TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size);
+    let counters = match shared {
+        Some(c) => Arc::clone(c),
+        None => TransferCounters::new(fetches.len() as u64, total_bytes, chunk_size),
+    };
+    let bytes_before = counters.bytes_done.load(Ordering::Relaxed);
     // Resume offsets: an intact prefix left by an interrupted sync, in a temp file the scan
     // found to be a regular file with one link (the writer checks again on its descriptor).
     let mut queue: VecDeque<(u32, u64)> = VecDeque::with_capacity(fetches.len());
@@ -961,7 +1046,10 @@ async fn transfer(
         queue.push_back((i as u32, offset));
     }
     // Before the first request: what is still to come must fit on the disk.
-    let resumed = counters.bytes_done.load(Ordering::Relaxed);
+    let resumed = counters
+        .bytes_done
+        .load(Ordering::Relaxed)
+        .saturating_sub(bytes_before);
     ensure_room(
         &root,
         total_bytes.saturating_sub(resumed),
@@ -1107,14 +1195,19 @@ async fn transfer(
     }
     hooks.pending.store(0, Ordering::Relaxed);
     result?;
-    emit_final(hooks, &counters);
-    let bytes = counters.bytes_done.load(Ordering::Relaxed);
+    if shared.is_none() {
+        emit_final(hooks, &counters);
+    }
+    let bytes = counters
+        .bytes_done
+        .load(Ordering::Relaxed)
+        .saturating_sub(bytes_before);
     Ok((received, failures, bytes))
 }
 
 /// Bytes that unprivileged writes can still use on the file system holding `root`
 /// (`f_bavail * f_frsize`), or `None` where that cannot be told (then nothing is checked).
-fn free_bytes(root: &std::path::Path) -> Option<u64> {
+pub(crate) fn free_bytes(root: &std::path::Path) -> Option<u64> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -1146,7 +1239,7 @@ fn free_bytes(root: &std::path::Path) -> Option<u64> {
 /// them partial. Block rounding and the space old versions free after their rename are
 /// ignored, so this catches the hopeless cases, and a write that still fills the disk stops
 /// the sync as before.
-fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result<()> {
+pub(crate) fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result<()> {
     match free {
         Some(free) if needed > free => Err(Error::NoRoom {
             path: root.to_path_buf(),
@@ -1157,7 +1250,7 @@ fn ensure_room(root: &std::path::Path, needed: u64, free: Option<u64>) -> Result
     }
 }
 
-fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
+pub(crate) fn emit_final(hooks: &PullHooks<'_>, counters: &TransferCounters) {
     if let Some(sink) = hooks.events {
         sink(Event::Progress(counters.snapshot(true)));
     }
@@ -1487,6 +1580,7 @@ mod tests {
             max_index_entries: entries,
             max_index_path_bytes: path_bytes,
             progress_timeout: Duration::from_secs(60),
+            segment_entries: crate::sync::SEGMENT_ENTRIES,
         }
     }
 

@@ -10,13 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::folder::Folder;
+use super::incoming::Remote;
 use super::link::{Indexed, Link};
-use super::pull::{apply_local, fetch_all, receive_index, LocalPlan, PullHooks, PullLimits};
+use super::pull::{
+    apply_local, delete_local, emit_final, fetch_all, find_sources, receive_index, LocalPlan,
+    PlanTally, PullHooks, PullLimits, SegmentOf, Wire,
+};
 use crate::error::{Error, Result};
 use crate::fs::{
     clashes, fold_key, folds_to_itself, to_wire, umask, windows_problem, ScanResult, Skipped,
 };
 use crate::index::{reconcile, Action, Conflict, ConflictRule, DeviceId, FileRecord};
+use crate::progress::TransferCounters;
 use crate::protocol::{
     ErrorCode, FileIndex, Message, SyncComplete, SyncMode, SyncRequest, INDEX_BATCH_ENTRIES,
     MAX_KNOWN_PEERS, SCAN_HEARTBEAT_INTERVAL_MS,
@@ -234,7 +239,7 @@ async fn round(
         let device = peer_pulls.then_some(peer.device);
         move || send_index(&files, &sender, device, knows, sequence)
     });
-    let (sent, remote) = tokio::join!(send_index, receive_index(link, &cfg.limits));
+    let (sent, remote) = tokio::join!(send_index, receive_index(link, folder, &cfg.limits));
     let remote = remote?;
     if let Err(e) = sent
         .map_err(|e| Error::Store(e.to_string()))
@@ -251,42 +256,37 @@ async fn round(
     let skipped_before = out.skipped.len();
     if i_pull {
         let local = &*files;
-        let rule = if peer_pulls {
-            ConflictRule::Deterministic
-        } else {
-            ConflictRule::PeerWins
-        };
         let ignore = folder.ignore_rules()?;
-        let remote = check_peer_names(remote, local, &scan.odd_names, &mut out)?;
-        let us = folder.device();
-        let mut plan = plan_round(local, remote, rule, &ignore, (us, peer.device), &mut out)?;
-        if plan.writes_files() {
-            // Content already here, by hash: a renamed or copied file is copied, not fetched.
-            plan.find_sources(local)?;
-        }
-        // Files this round leaves as they are (most of them: the peer sent only its changes).
-        out.unchanged = live.saturating_sub(plan.len()) as u64;
-        out.changes = plan.len() as u64;
-        tracing::info!(
-            "plan: {} of the peer's entries to apply here ({} deletions), {} conflicts, {} unchanged",
-            plan.len(),
-            plan.deleted_files(),
-            out.conflicts.len(),
-            out.unchanged
-        );
-        if let Err(e) = guard_mass_deletion(folder, live, &plan, cfg) {
-            link.fail(ErrorCode::MassDeletion, e.to_string()).await;
-            return Err(e);
-        }
+        let dropped = check_peer_names(&remote, local, &scan.odd_names, &mut out)?;
+        let planner = Planner {
+            local,
+            remote: &remote,
+            dropped: &dropped,
+            rule: if peer_pulls {
+                ConflictRule::Deterministic
+            } else {
+                ConflictRule::PeerWins
+            },
+            ignore: &ignore,
+            mask: umask(),
+            us: folder.device(),
+            peer: peer.device,
+        };
         let parts = std::mem::take(&mut scan.parts);
-        let fetches = apply_local(folder, &mut plan, cfg, &mut out).await?;
-        let fetched = fetch_all(link, folder, fetches, &parts, cfg, hooks, &mut peer_done).await?;
-        out.files_total = fetched.files_total;
-        out.bytes_total = fetched.bytes_total;
-        out.files_received = fetched.received;
-        out.bytes_received = fetched.bytes;
-        out.failures.extend(fetched.failures);
-        super::pull::delete_local(folder, plan, cfg, &mut out).await?;
+        let mut pull = Pulling {
+            link,
+            folder,
+            parts: &parts,
+            cfg,
+            hooks,
+            peer_done: &mut peer_done,
+            out: &mut out,
+        };
+        if remote.spilled() {
+            pull.in_segments(&planner, live).await?;
+        } else {
+            pull.whole(&planner, live).await?;
+        }
     }
     link.send(Message::SyncComplete(SyncComplete {
         files: out.files_received,
@@ -428,19 +428,19 @@ fn check_local_names(
     })
 }
 
-/// Drops (and reports) peer entries whose names are not NFC or would clash here with another
-/// name (case or normalisation), so none is ever written over another. `odd` are our live
-/// paths that may clash ([`crate::fs::is_odd`]).
+/// Picks (and reports) peer entries whose names are not NFC or would clash here with another
+/// name (case or normalisation), so none is ever written over another: the returned paths
+/// are left out of the plan. `odd` are our live paths that may clash ([`crate::fs::is_odd`]).
 fn check_peer_names(
-    remote: Vec<FileRecord>,
+    remote: &Remote,
     local: &Indexed,
     odd: &[(String, u64)],
     out: &mut RoundOutcome,
-) -> Result<Vec<FileRecord>> {
-    if remote.is_empty() {
-        return Ok(remote);
-    }
+) -> Result<HashSet<String>> {
     let mut drop: HashSet<String> = HashSet::new();
+    if remote.is_empty() {
+        return Ok(drop);
+    }
     // Each folded name (case and Unicode form) and the path that holds it: ours first, then
     // the peer's in its (sorted) order; a later path with a taken key would clobber it.
     // Only keys of names with uppercase or non-ASCII letters can be shared by two paths (see
@@ -450,16 +450,16 @@ fn check_peer_names(
             .map(|(p, _)| p.as_str())
             .filter(|p| !folds_to_itself(p))
     };
-    let theirs_odd = || {
-        remote
-            .iter()
-            .filter(|r| !r.deleted && !folds_to_itself(&r.path))
-            .map(|r| r.path.as_str())
-    };
-    let keys: HashSet<String> = ours_odd().chain(theirs_odd()).map(fold_key).collect();
+    let mut keys: HashSet<String> = ours_odd().map(fold_key).collect();
+    for r in remote.iter()? {
+        let r = r?;
+        if !r.deleted && !folds_to_itself(&r.path) {
+            keys.insert(fold_key(&r.path));
+        }
+    }
     let may_clash = |p: &str| !keys.is_empty() && (!folds_to_itself(p) || keys.contains(p));
     // Ours: the odd names (held ones included) and the plain paths that are one of the keys.
-    let mut taken: HashMap<String, &str> = HashMap::new();
+    let mut taken: HashMap<String, String> = HashMap::new();
     let mut plain: Vec<&str> = keys
         .iter()
         .map(String::as_str)
@@ -468,35 +468,43 @@ fn check_peer_names(
     plain.sort_unstable();
     for k in plain {
         if local.get(k)?.is_some_and(|r| !r.deleted) {
-            taken.insert(k.to_owned(), k);
+            taken.insert(k.to_owned(), k.to_owned());
         }
     }
     for p in ours_odd() {
-        taken.insert(fold_key(p), p);
+        taken.insert(fold_key(p), p.to_owned());
     }
-    for r in &remote {
+    for r in remote.iter()? {
+        let r = r?;
         // Held back here: whatever the peer has at that name waits until it is renamed.
-        if to_wire(&r.path) != r.path.as_str() || local.is_held(&r.path) {
-            drop.insert(r.path.clone());
+        let dropped = if to_wire(&r.path) != r.path.as_str() || local.is_held(&r.path) {
+            true
+        } else if r.deleted || !may_clash(&r.path) {
+            false
+        } else {
+            match taken.get(&fold_key(&r.path)) {
+                Some(p) => *p != r.path,
+                None => {
+                    taken.insert(fold_key(&r.path), r.path.clone());
+                    false
+                }
+            }
+        };
+        if r.deleted {
+            if dropped {
+                drop.insert(r.path);
+            }
             continue;
         }
-        if r.deleted || !may_clash(&r.path) {
-            continue;
-        }
-        match taken.get(&fold_key(&r.path)) {
-            Some(p) if *p != r.path.as_str() => {
-                drop.insert(r.path.clone());
-            }
-            Some(_) => {}
-            None => {
-                taken.insert(fold_key(&r.path), r.path.as_str());
-            }
-        }
-    }
-    let (kept, dropped): (Vec<_>, Vec<_>) =
-        remote.into_iter().partition(|r| !drop.contains(&r.path));
-    for r in kept.iter().filter(|r| !r.deleted) {
-        if let Some(why) = windows_problem(&r.path) {
+        if dropped {
+            out.skipped.push(Skipped {
+                reason: "the peer's name is not NFC or differs from another only in case or \
+                         Unicode form; not written, so no file is clobbered"
+                    .into(),
+                path: r.path.clone(),
+            });
+            drop.insert(r.path);
+        } else if let Some(why) = windows_problem(&r.path) {
             if !local.contains_key(r.path.as_str())? {
                 out.warnings.push(Skipped {
                     path: r.path.clone(),
@@ -505,15 +513,7 @@ fn check_peer_names(
             }
         }
     }
-    for r in dropped.into_iter().filter(|r| !r.deleted) {
-        out.skipped.push(Skipped {
-            reason: "the peer's name is not NFC or differs from another only in case or \
-                     Unicode form; not written, so no file is clobbered"
-                .into(),
-            path: r.path,
-        });
-    }
-    Ok(kept)
+    Ok(drop)
 }
 
 /// Sends our index to a peer that pulls (`peer`; `None`: an empty index), from a blocking
@@ -553,52 +553,234 @@ fn send_index(
     Ok(())
 }
 
-/// Decides every path of the peer's index against ours (`us` and `peer`: the two devices).
-fn plan_round(
-    local: &Indexed,
-    remote: Vec<FileRecord>,
+/// Decides paths of the peer's index against ours.
+struct Planner<'a> {
+    local: &'a Indexed,
+    remote: &'a Remote,
+    /// Paths left out ([`check_peer_names`]).
+    dropped: &'a HashSet<String>,
     rule: ConflictRule,
-    ignore: &crate::fs::IgnoreRules,
-    (us, peer): (DeviceId, DeviceId),
-    out: &mut RoundOutcome,
-) -> Result<LocalPlan> {
-    let mask = umask();
-    let mut plan = LocalPlan::default();
+    ignore: &'a crate::fs::IgnoreRules,
+    mask: u32,
+    us: DeviceId,
+    peer: DeviceId,
+}
 
-    // Conflict copies the peer already has (made there in an earlier round): ours would land
-    // on the same name with the same loser, so ours goes into versions instead. The peer's
-    // index is in path order (`receive_index` checks it).
-    let in_remote = |p: &str| remote.binary_search_by(|r| r.path.as_str().cmp(p)).is_ok();
-    for r in &remote {
-        // Ignored here: neither fetched nor deleted, whatever the peer did.
-        if ignore.is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir) {
-            continue;
-        }
-        let here = local.get(&r.path)?;
-        let d = reconcile(here.as_ref(), r, rule, mask, us);
-        if let Some(c) = d.conflict {
-            out.conflicts.push(c);
-        }
-        match (d.action, d.record) {
-            (Action::Keep, _) => {}
-            (action, Some(record)) => {
-                let copy_taken = match &action {
-                    Action::ConflictCopy { copy, .. } => {
-                        in_remote(copy) || local.contains_key(copy.as_str())?
-                    }
-                    _ => false,
-                };
-                // Taken as the peer sent it: no need to send it back to that peer.
-                let mut record = record;
-                if record.version == r.version {
-                    record.origin = Some(peer);
-                }
-                plan.push(here, action, record, copy_taken)
+impl Planner<'_> {
+    /// Decides each of `records` (the peer's, in order) and hands every change to `each`
+    /// (our record, the action, what the path becomes, whether a conflict copy's name is
+    /// taken). Conflicts found go to `conflicts` when given (once per round).
+    fn each(
+        &self,
+        records: impl Iterator<Item = Result<FileRecord>>,
+        mut conflicts: Option<&mut Vec<Conflict>>,
+        mut each: impl FnMut(Option<FileRecord>, Action, FileRecord, bool),
+    ) -> Result<()> {
+        for r in records {
+            let r = r?;
+            // Ignored here: neither fetched nor deleted, whatever the peer did.
+            if self.dropped.contains(&r.path)
+                || self
+                    .ignore
+                    .is_ignored(&r.path, r.kind == crate::index::EntryKind::Dir)
+            {
+                continue;
             }
-            (_, None) => {}
+            let here = self.local.get(&r.path)?;
+            let d = reconcile(here.as_ref(), &r, self.rule, self.mask, self.us);
+            if let (Some(c), Some(cs)) = (d.conflict, conflicts.as_deref_mut()) {
+                cs.push(c);
+            }
+            match (d.action, d.record) {
+                (Action::Keep, _) | (_, None) => {}
+                (action, Some(mut record)) => {
+                    // Conflict copies the peer already has (made there in an earlier round):
+                    // ours would land on the same name with the same loser, so ours goes into
+                    // versions instead.
+                    let copy_taken = match &action {
+                        Action::ConflictCopy { copy, .. } => {
+                            self.remote.contains(copy)? || self.local.contains_key(copy)?
+                        }
+                        _ => false,
+                    };
+                    // Taken as the peer sent it: no need to send it back to that peer.
+                    if record.version == r.version {
+                        record.origin = Some(self.peer);
+                    }
+                    each(here, action, record, copy_taken);
+                }
+            }
         }
+        Ok(())
     }
-    Ok(plan)
+}
+
+/// The applying half of a round on the side that pulls.
+struct Pulling<'a, 'h> {
+    link: &'a mut Link,
+    folder: &'a Arc<Folder>,
+    parts: &'a [crate::fs::PartFile],
+    cfg: &'a RoundConfig,
+    hooks: &'a PullHooks<'h>,
+    peer_done: &'a mut Option<SyncComplete>,
+    out: &'a mut RoundOutcome,
+}
+
+impl Pulling<'_, '_> {
+    /// Reports what the plan does and refuses a mass deletion (`live`: our live files).
+    async fn check(&mut self, tally: &PlanTally, live: usize) -> Result<()> {
+        // Files this round leaves as they are (most of them: the peer sent only its changes).
+        self.out.unchanged = live.saturating_sub(tally.changes) as u64;
+        self.out.changes = tally.changes as u64;
+        tracing::info!(
+            "plan: {} of the peer's entries to apply here ({} deletions), {} conflicts, {} unchanged",
+            tally.changes,
+            tally.deleted_files,
+            self.out.conflicts.len(),
+            self.out.unchanged
+        );
+        if let Err(e) = guard_mass_deletion(self.folder, live, tally, self.cfg) {
+            self.link.fail(ErrorCode::MassDeletion, e.to_string()).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Applies one plan: everything but deletions, then the fetches.
+    async fn apply(&mut self, mut plan: LocalPlan, segment: &SegmentOf) -> Result<LocalPlan> {
+        let fetches = apply_local(self.folder, &mut plan, self.cfg, self.out).await?;
+        let wire = Wire {
+            link: self.link,
+            peer_done: self.peer_done,
+        };
+        let fetched = fetch_all(
+            wire,
+            self.folder,
+            fetches,
+            self.parts,
+            self.cfg,
+            self.hooks,
+            segment,
+        )
+        .await?;
+        self.out.files_total += fetched.files_total;
+        self.out.bytes_total = self.out.bytes_total.saturating_add(fetched.bytes_total);
+        self.out.files_received += fetched.received;
+        self.out.bytes_received = self.out.bytes_received.saturating_add(fetched.bytes);
+        self.out.failures.extend(fetched.failures);
+        Ok(plan)
+    }
+
+    /// The peer's index fits in memory: planned whole, then applied.
+    async fn whole(&mut self, planner: &Planner<'_>, live: usize) -> Result<()> {
+        let mut plan = LocalPlan::default();
+        planner.each(
+            planner.remote.iter()?,
+            Some(&mut self.out.conflicts),
+            |here, action, record, taken| plan.push(here, action, record, taken),
+        )?;
+        let tally = plan.tally(live > 0);
+        self.check(&tally, live).await?;
+        if tally.writes_files {
+            // Content already here, by hash: a renamed or copied file is copied, not fetched.
+            plan.sources = Arc::new(find_sources(planner.local, &tally.wanted)?);
+        }
+        let segment = SegmentOf {
+            counters: None,
+            last: true,
+        };
+        let plan = self.apply(plan, &segment).await?;
+        delete_local(self.folder, plan, self.cfg, self.out).await
+    }
+
+    /// A big index (in the store): counted whole (the guard, the totals, the hashes to look
+    /// for here), then planned and applied a segment at a time: everything but deletions in
+    /// path order (parents first), then deletions from the last path back (deepest first).
+    async fn in_segments(&mut self, planner: &Planner<'_>, live: usize) -> Result<()> {
+        let mut tally = PlanTally::new(live > 0);
+        planner.each(
+            planner.remote.iter()?,
+            Some(&mut self.out.conflicts),
+            |here, action, record, _| tally.add(here.as_ref(), &action, &record),
+        )?;
+        self.check(&tally, live).await?;
+        let sources = Arc::new(if tally.writes_files {
+            find_sources(planner.local, &tally.wanted)?
+        } else {
+            HashMap::new()
+        });
+        drop(tally.wanted);
+        // The whole round must fit on the disk before its first request (each segment checks
+        // its own part again); resumable temp files may hold some of it already.
+        let root = self.folder.root();
+        let resumable: u64 = self
+            .parts
+            .iter()
+            .filter(|p| p.resumable)
+            .fold(0, |sum, p| sum.saturating_add(p.len));
+        crate::sync::pull::ensure_room(
+            root,
+            tally.fetch_bytes.saturating_sub(resumable),
+            crate::sync::pull::free_bytes(root),
+        )?;
+        let counters = TransferCounters::new(tally.fetches, tally.fetch_bytes, self.cfg.chunk_size);
+        if let Some(sink) = self.hooks.events {
+            sink(crate::progress::Event::Progress(
+                crate::progress::Progress {
+                    phase: "requesting",
+                    files_to_request: tally.fetches,
+                    files_total: tally.fetches,
+                    bytes_total: tally.fetch_bytes,
+                    progress: 0.0,
+                    ..Default::default()
+                },
+            ));
+        }
+        let n = self.cfg.limits.segment_entries.max(1);
+        let total = planner.remote.len();
+        let (mut cursor, mut seen): (Option<String>, usize) = (None, 0);
+        loop {
+            let chunk = planner.remote.chunk(cursor.as_deref(), n, false)?;
+            let Some(last) = chunk.last() else { break };
+            cursor = Some(last.path.clone());
+            seen += chunk.len();
+            let mut plan = LocalPlan::default();
+            plan.sources = Arc::clone(&sources);
+            planner.each(
+                chunk.into_iter().map(Ok),
+                None,
+                |here, action, record, taken| {
+                    if !matches!(action, Action::Apply(crate::index::Apply::Delete)) {
+                        plan.push(here, action, record, taken)
+                    }
+                },
+            )?;
+            let segment = SegmentOf {
+                counters: Some(Arc::clone(&counters)),
+                last: seen >= total,
+            };
+            self.apply(plan, &segment).await?;
+        }
+        emit_final(self.hooks, &counters);
+        cursor = None;
+        loop {
+            let chunk = planner.remote.chunk(cursor.as_deref(), n, true)?;
+            let Some(last) = chunk.last() else { break };
+            cursor = Some(last.path.clone());
+            let mut plan = LocalPlan::default();
+            planner.each(
+                chunk.into_iter().map(Ok),
+                None,
+                |here, action, record, taken| {
+                    if matches!(action, Action::Apply(crate::index::Apply::Delete)) {
+                        plan.push(here, action, record, taken)
+                    }
+                },
+            )?;
+            delete_local(self.folder, plan, self.cfg, self.out).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Refuses a peer index that would delete every file we have (`live` of them) (a peer whose folder vanished
@@ -606,11 +788,11 @@ fn plan_round(
 fn guard_mass_deletion(
     folder: &Folder,
     live: usize,
-    plan: &LocalPlan,
+    plan: &PlanTally,
     cfg: &RoundConfig,
 ) -> Result<()> {
-    let deleting = plan.deleted_files();
-    if cfg.allow_mass_delete || live == 0 || deleting < live || plan.writes_files() {
+    let deleting = plan.deleted_files;
+    if cfg.allow_mass_delete || live == 0 || deleting < live || plan.writes_files {
         return Ok(());
     }
     Err(Error::MassDeletion {
