@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::folder::Folder;
 use super::link::{Link, Served};
+use super::lock;
 use super::pull::PullHooks;
-use super::server::lock;
 use super::session::{client_round, RoundOutcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::Skipped;

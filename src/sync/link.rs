@@ -221,7 +221,7 @@ impl Link {
     /// (a path we did not offer). A hostile path or a flood beyond the queue ends the session.
     fn serve_now(&mut self, FileRequest { id, path, offset }: FileRequest) -> Result<()> {
         let rel = RelPath::parse(&path).map_err(sanitize_error)?;
-        let size = crate::sync::server::lock(&self.offered).file_size(rel.as_str());
+        let size = super::lock(&self.offered).file_size(rel.as_str());
         let Some(size) = size else {
             let msg = ErrorMsg {
                 code: ErrorCode::NotFound,

@@ -110,6 +110,11 @@ impl PeerConfig {
     }
 }
 
+/// Locks a std mutex, recovering from poisoning (the data are plain counters and maps).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// `n` days.
 pub fn days(n: u64) -> Duration {
     Duration::from_secs(n.saturating_mul(24 * 3600))

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::admission::{self, Admission, HandshakeSlot, Refusal};
 use super::folder::Folder;
 use super::link::{Link, Served};
+use super::lock;
 use super::session::server_round;
 use crate::error::{Error, Result};
 use crate::net::server_handshake_guarded;
@@ -310,11 +311,6 @@ impl Server {
             },
         }
     }
-}
-
-/// Locks a std mutex, recovering from poisoning (the data are plain counters and maps).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Closes a connection the admission refused, telling the client why in one small ERROR frame

@@ -226,7 +226,7 @@ async fn round(
     let live = scan.live_files.saturating_sub(names.held_files);
     // What the peer may request from us: our live files as indexed.
     let files = Arc::new(Indexed::new(snapshot, names.held));
-    *super::server::lock(&link.offered) = if peer_pulls {
+    *super::lock(&link.offered) = if peer_pulls {
         Arc::clone(&files)
     } else {
         Arc::default()
