@@ -401,6 +401,36 @@ impl Dir {
         check(unsafe { libc::renameat(self.raw(), f.as_ptr(), to_dir.raw(), t.as_ptr()) })
     }
 
+    /// Swaps `from` (here) and `to` (in `to_dir`) atomically: `renameat2(RENAME_EXCHANGE)`.
+    /// Both must exist (ENOENT otherwise). Fails with `ErrorKind::Unsupported` off Linux and
+    /// where the file system refuses the flag.
+    pub fn rename_exchange(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        let (f, t) = (component(from)?, component(to)?);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: valid descriptors and NUL-terminated names; the syscall takes plain ints.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    self.raw(),
+                    f.as_ptr(),
+                    to_dir.raw(),
+                    t.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+                return Err(e);
+            }
+        }
+        let _ = (f, t, to_dir);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     /// `unlinkat(self, name, AT_REMOVEDIR)`: removes an empty folder (ENOTEMPTY otherwise).
     pub fn remove_dir(&self, name: &str) -> io::Result<()> {
         let c = component(name)?;

@@ -115,6 +115,19 @@ impl Versions {
                 format!("{name:?} is not the file name of {rel}"),
             ));
         }
+        self.keep_entry(parent, name, rel, now, link)
+    }
+
+    /// Keeps the entry `name` of `parent` as a version of `rel` (whose file name it need not
+    /// have: a file swapped out to a temp name).
+    fn keep_entry(
+        &mut self,
+        parent: &Dir,
+        name: &str,
+        rel: &RelPath,
+        now: SystemTime,
+        link: bool,
+    ) -> io::Result<Option<String>> {
         let st = match parent.stat(name) {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
@@ -129,7 +142,7 @@ impl Versions {
         let into = make_dirs(self.versions_dir()?, &folders)?;
         let stamp = format_utc_stamp(unix_secs(now));
         for clash in 0..=MAX_CLASH_SUFFIX {
-            let stored_name = version_name(name, &stamp, clash);
+            let stored_name = version_name(rel.file_name(), &stamp, clash);
             let kept = if link {
                 parent.link_to(name, &into, &stored_name)
             } else {
@@ -231,7 +244,7 @@ impl Versions {
         let temp = temp_name();
         copy_version(&from, stored_name, &parent, &temp)
             .map_err(|e| Error::io(ctx("copying the version"), e))?;
-        let placed = self.replace_with(&parent, &temp, rel, now);
+        let placed = self.replace_with(&parent, &temp, &parent, rel, now);
         if placed.is_err() {
             let _ = parent.unlink(&temp);
         }
@@ -239,19 +252,50 @@ impl Versions {
         Ok(version)
     }
 
-    /// Archives what is at `rel` and renames `temp` (in the same folder) onto it, without
-    /// ever replacing something that appeared in between unarchived.
-    fn replace_with(
+    /// Puts `from` (an entry of `from_dir`) at `rel` (in `parent`, its folder), archiving what
+    /// was there, without ever replacing something that appeared in between unarchived.
+    pub fn replace_with(
         &mut self,
-        parent: &Dir,
+        from_dir: &Dir,
         temp: &str,
+        parent: &Dir,
         rel: &RelPath,
         now: SystemTime,
     ) -> io::Result<()> {
         let name = rel.file_name();
+        // Swapped in at once where the system can: the path holds the old or the restored
+        // content at every moment, and whatever was there at that instant (at `temp` now) is
+        // archived, so nothing that appeared meanwhile is replaced unarchived.
+        match parent.stat(name) {
+            Ok(st) if st.is_dir => {
+                return Err(io::Error::other(format!(
+                    "{rel} is a folder; folders are not archived"
+                )))
+            }
+            Ok(_) => match from_dir.rename_exchange(temp, parent, name) {
+                Ok(()) => {
+                    return match self.keep_entry(from_dir, temp, rel, now, false) {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            // Not kept: swapped back, so nothing is lost.
+                            let _ = from_dir.rename_exchange(temp, parent, name);
+                            Err(e)
+                        }
+                    };
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Unsupported | io::ErrorKind::NotFound
+                    ) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
         for _ in 0..3 {
             self.archive(parent, name, rel, now)?;
-            match parent.rename_noreplace(temp, parent, name) {
+            match from_dir.rename_noreplace(temp, parent, name) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 other => return other,
             }
@@ -843,6 +887,48 @@ mod tests {
             .restore(&rel("a/b/doc.txt"), Some(at(LEAP_DAY - 1)), later)
             .unwrap_err();
         assert!(e.to_string().contains("no version"), "{e}");
+    }
+
+    #[test]
+    fn a_restore_leaves_the_path_holding_the_old_or_the_new_content_at_every_moment() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path();
+        let path = root.join("f");
+        write(&path, b"old", 0o644, 1_000_000_000);
+        let (dir, mut v) = open(root);
+        archive(&mut v, &dir, "f", at(LEAP_DAY));
+        write(&path, b"new", 0o644, 2_000_000_000);
+        // A reader that looks at the path all the time the restores run.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, path) = (std::sync::Arc::clone(&stop), path.clone());
+            std::thread::spawn(move || {
+                let (mut looks, mut missing) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    looks += 1;
+                    if std::fs::symlink_metadata(&path).is_err() {
+                        missing += 1;
+                    }
+                }
+                (looks, missing)
+            })
+        };
+        for i in 0..300 {
+            // Each restore archives what was there, so the newest version alternates.
+            v.restore(&rel("f"), None, at(LEAP_DAY + 1 + i)).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (looks, missing) = reader.join().unwrap();
+        assert!(looks > 300, "the reader looked {looks} times");
+        assert_eq!(
+            missing, 0,
+            "the path was missing in {missing} of {looks} looks"
+        );
+        assert_eq!(
+            v.list(Some(&rel("f"))).unwrap().len(),
+            301,
+            "every replaced file was kept"
+        );
     }
 
     #[test]

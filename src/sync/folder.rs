@@ -610,11 +610,11 @@ impl Folder {
                     .map_err(|e| io(copy, e))?;
             }
             Keep::Copy => {
+                // The original path holds one of the two at every moment; the original goes
+                // into versions.
                 versions
-                    .archive(&odir, orig_rel.file_name(), &orig_rel, now)
+                    .replace_with(&cdir, copy_rel.file_name(), &odir, &orig_rel, now)
                     .map_err(|e| io(&original, e))?;
-                cdir.rename_to(copy_rel.file_name(), &odir, orig_rel.file_name())
-                    .map_err(|e| io(copy, e))?;
             }
             Keep::Both => {
                 let name = orig_rel.file_name();
