@@ -47,3 +47,13 @@ pub const METADATA_DIR_MODE: u32 = 0o700;
 pub fn is_metadata_name(name: &str) -> bool {
     name.eq_ignore_ascii_case(METADATA_DIR)
 }
+
+/// Returns the allocator's free memory to the system where it can (glibc's `malloc_trim`);
+/// elsewhere does nothing.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -67,8 +67,8 @@ pub struct PeerConfig {
 }
 
 /// Default [`PeerConfig::segment_entries`]: a segment of this many entries takes some tens of
-/// MB; a million-file index takes 16 segments.
-pub const SEGMENT_ENTRIES: usize = 65_536;
+/// MB; a million-file index takes 31 segments.
+pub const SEGMENT_ENTRIES: usize = 32_768;
 
 impl PeerConfig {
     /// A config with the default chunk size.

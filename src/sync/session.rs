@@ -760,6 +760,9 @@ impl Pulling<'_, '_> {
                 last: seen >= total,
             };
             self.apply(plan, &segment).await?;
+            // What the segment freed goes back to the system, so the next one starts from
+            // the same footprint instead of the allocator's high-water mark.
+            crate::fs::release_free_memory();
         }
         emit_final(self.hooks, &counters);
         cursor = None;
