@@ -368,29 +368,8 @@ impl Dir {
     /// `to` could still replace it there).
     pub fn rename_noreplace(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
         let (f, t) = (component(from)?, component(to)?);
-        #[cfg(target_os = "linux")]
-        {
-            // SAFETY: valid descriptors and NUL-terminated names; the syscall takes plain ints.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_renameat2,
-                    self.raw(),
-                    f.as_ptr(),
-                    to_dir.raw(),
-                    t.as_ptr(),
-                    libc::RENAME_NOREPLACE,
-                )
-            };
-            if ret == 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
-            ) {
-                return Err(e);
-            }
+        if let Some(done) = self.renameat2(&f, to_dir, &t, false) {
+            return done;
         }
         match to_dir.stat(to) {
             Ok(_) => return Err(io::Error::from_raw_os_error(libc::EEXIST)),
@@ -406,29 +385,57 @@ impl Dir {
     /// where the file system refuses the flag.
     pub fn rename_exchange(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
         let (f, t) = (component(from)?, component(to)?);
+        if let Some(done) = self.renameat2(&f, to_dir, &t, true) {
+            return done;
+        }
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// `renameat2` with `RENAME_EXCHANGE` (`exchange`) or `RENAME_NOREPLACE`: `None` off Linux
+    /// or where the file system refuses the flag (`EINVAL`, `ENOSYS`, `EPERM`), for the caller
+    /// to fall back.
+    fn renameat2(
+        &self,
+        from: &std::ffi::CStr,
+        to_dir: &Dir,
+        to: &std::ffi::CStr,
+        exchange: bool,
+    ) -> Option<io::Result<()>> {
         #[cfg(target_os = "linux")]
         {
+            let flags = if exchange {
+                libc::RENAME_EXCHANGE
+            } else {
+                libc::RENAME_NOREPLACE
+            };
             // SAFETY: valid descriptors and NUL-terminated names; the syscall takes plain ints.
             let ret = unsafe {
                 libc::syscall(
                     libc::SYS_renameat2,
                     self.raw(),
-                    f.as_ptr(),
+                    from.as_ptr(),
                     to_dir.raw(),
-                    t.as_ptr(),
-                    libc::RENAME_EXCHANGE,
+                    to.as_ptr(),
+                    flags,
                 )
             };
             if ret == 0 {
-                return Ok(());
+                return Some(Ok(()));
             }
             let e = io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-                return Err(e);
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
+            ) {
+                return Some(Err(e));
             }
+            None
         }
-        let _ = (f, t, to_dir);
-        Err(io::Error::from(io::ErrorKind::Unsupported))
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (from, to_dir, to, exchange);
+            None
+        }
     }
 
     /// `unlinkat(self, name, AT_REMOVEDIR)`: removes an empty folder (ENOTEMPTY otherwise).
